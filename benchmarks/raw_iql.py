@@ -49,7 +49,8 @@ def make_raw_loop(buffer: TransitionBuffer, batch_size: int, gamma: float = 0.99
         v_loss.backward()
         v_opt.step()
 
-        adv = (q_t - vs.detach())
+        with torch.no_grad():
+            adv = q_t - v(s).squeeze(-1)  # the V just updated, as in IQL's code
         w = torch.exp(beta * adv).clamp(max=100.0)
         mean = actor(s)
         ls = log_std.clamp(-5, 2)

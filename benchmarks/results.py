@@ -9,6 +9,10 @@ interrupted sweep resumes where it stopped (finished runs are skipped).
     python benchmarks/results.py --configs iql_hopper dtql_hopper --datasets hopper-random-v2 \
         --seeds 0 1 2 --updates 20000 --episodes 10
 
+    # SWG-R from the SWG runs above: no new training, the same checkpoints evaluated with 32 candidates
+    python benchmarks/results.py --configs swg_hopper --datasets hopper-random-v2 --seeds 0 1 2 \
+        --updates 20000 --eval-set num_candidates=32 --eval-set temperature=1.0
+
     python benchmarks/results.py --table-only   # rebuild docs/results.md from runs.jsonl
 """
 
@@ -38,8 +42,12 @@ def load_runs() -> list[dict]:
     return [json.loads(line) for line in RUNS.read_text().splitlines() if line.strip()]
 
 
-def run_key(run: dict) -> tuple:
+def train_key(run: dict) -> tuple:
     return (run["config"], run["dataset"], run["seed"], run["updates"], tuple(run.get("overrides", [])))
+
+
+def run_key(run: dict) -> tuple:
+    return (*train_key(run), tuple(run.get("eval_set", [])))
 
 
 def cli(args: list[str], log: Path) -> str:
@@ -54,29 +62,37 @@ def cli(args: list[str], log: Path) -> str:
     return proc.stdout
 
 
-def one_run(config: str, dataset: str, seed: int, updates: int, episodes: int, overrides: list[str]) -> dict:
-    name = f"results/{config}/{dataset}/seed{seed}"
+def one_run(config: str, dataset: str, seed: int, updates: int, episodes: int, overrides: list[str],
+            eval_set: list[str], trained: dict | None = None) -> dict:
+    """Trains (unless ``trained``, a finished run of the same training, gives its checkpoint) and evaluates."""
     log = ROOT / "runs" / "results.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    cli(["fit", "--config", f"conf/{config}.yaml", "--data.dataset", dataset, "--seed_everything", str(seed),
-         "--data.seed", str(seed), "--model.init_args.max_updates", str(updates),
-         "--trainer.logger.init_args.name", name, *overrides], log)
-    train_s = time.time() - start
-    versions = sorted((ROOT / "runs" / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    ckpt = versions[-1] / "checkpoints" / "last.ckpt"
-    out = cli(["evaluate", "--ckpt_path", str(ckpt), "--episodes", str(episodes), "--seed", str(EVAL_SEED)], log)
+    if trained is not None and (ROOT / trained["checkpoint"]).is_file():
+        ckpt, train_s = ROOT / trained["checkpoint"], trained["train_seconds"]
+    else:
+        name = f"results/{config}/{dataset}/seed{seed}"
+        start = time.time()
+        cli(["fit", "--config", f"conf/{config}.yaml", "--data.dataset", dataset, "--seed_everything", str(seed),
+             "--data.seed", str(seed), "--model.init_args.max_updates", str(updates),
+             "--trainer.logger.init_args.name", name, *overrides], log)
+        train_s = time.time() - start
+        versions = sorted((ROOT / "runs" / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+        ckpt = versions[-1] / "checkpoints" / "last.ckpt"
+    sets = [arg for pair in eval_set for arg in ("--set", pair)]
+    out = cli(["evaluate", "--ckpt_path", str(ckpt), "--episodes", str(episodes), "--seed", str(EVAL_SEED), *sets],
+              log)
     score = float(re.search(r"normalized score: (-?[\d.]+)", out).group(1))
     ret = float(re.search(r"return: (-?[\d.]+)", out).group(1))
     return {"config": config, "dataset": dataset, "seed": seed, "updates": updates, "episodes": episodes,
-            "overrides": overrides, "normalized_score": score, "return": ret, "train_seconds": round(train_s, 1),
+            "overrides": overrides, "eval_set": eval_set, "normalized_score": score, "return": ret, "train_seconds": round(train_s, 1),
             "replica": "replica" in out, "checkpoint": str(ckpt.relative_to(ROOT))}
 
 
 def render(runs: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for run in runs:
-        groups[(run["dataset"], run["config"], run["updates"], tuple(run.get("overrides", [])))].append(run)
+        settings = [*run.get("overrides", []), *(f"eval: {pair}" for pair in run.get("eval_set", []))]
+        groups[(run["dataset"], run["config"], run["updates"], tuple(settings))].append(run)
     lines = [
         "| dataset | config | overrides | updates | seeds | normalized score (mean ± s.e. over seeds) | per seed | train min/run |",
         "|---|---|---|---|---|---|---|---|",
@@ -112,19 +128,24 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--override", action="append", default=[], help="extra CLI override, e.g. "
                         "'--model.init_args.alpha=5' (repeatable; use = to keep one token)")
+    parser.add_argument("--eval-set", action="append", default=[], metavar="NAME=VALUE",
+                        help="acting-time argument for `lightning_offrl evaluate --set` (repeatable); a "
+                        "finished run with the same training is evaluated again instead of retrained")
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args()
     runs = load_runs()
     if not args.table_only:
         done = {run_key(r) for r in runs}
+        trained = {train_key(r): r for r in runs}
         RUNS.parent.mkdir(parents=True, exist_ok=True)
         for dataset in args.datasets:
             for config in args.configs:
                 for seed in args.seeds:
                     key = (config, dataset, seed, args.updates, tuple(args.override))
-                    if key in done:
+                    if (*key, tuple(args.eval_set)) in done:
                         continue
-                    run = one_run(config, dataset, seed, args.updates, args.episodes, list(args.override))
+                    run = one_run(config, dataset, seed, args.updates, args.episodes, list(args.override),
+                                  list(args.eval_set), trained.get(key))
                     print(json.dumps(run), flush=True)
                     with open(RUNS, "a") as handle:
                         handle.write(json.dumps(run) + "\n")

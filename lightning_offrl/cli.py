@@ -42,10 +42,11 @@ class OffRLCLI(LightningCLI):
     """LightningCLI with the project's defaults: evaluation and checkpointing sections, linked sizes."""
 
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
+        from lightning_offrl.callbacks.checkpoint import BestScoreCheckpoint
         from lightning_offrl.callbacks.evaluation import D4RLEvaluation
 
         parser.add_lightning_class_args(D4RLEvaluation, "evaluation")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(BestScoreCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "eval/normalized_score",

@@ -5,17 +5,38 @@ from __future__ import annotations
 import argparse
 import importlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+import yaml
 
 from lightning_offrl.algos.base import OfflineRLModule
 from lightning_offrl.errors import OffRLError
 
 
-def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> tuple[OfflineRLModule, dict[str, Any]]:
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["num_candidates=32", "temperature=1.0"]`` -> ``{"num_candidates": 32, "temperature": 1.0}`` (YAML values)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise OffRLError(f"--set {pair!r}: expected NAME=VALUE, e.g. --set num_candidates=32")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def load_module(
+    ckpt_path: str | Path, map_location: str = "cpu", overrides: Mapping[str, Any] | None = None
+) -> tuple[OfflineRLModule, dict[str, Any]]:
     """Rebuilds the method stored in a checkpoint written by ``lightning_offrl fit``.
+
+    Args:
+        ckpt_path: the ``.ckpt`` file.
+        map_location: device of the loaded tensors.
+        overrides: constructor arguments to change (acting-time options such as SWG's
+            ``num_candidates`` or DTQL's ``num_action_candidates``); the module is rebuilt with them, so
+            they are validated like a config value. Arguments that change network shapes fail to load.
 
     Returns:
         the module (eval mode) and the checkpoint's data-module information
@@ -34,7 +55,19 @@ def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> tuple[Offli
         raise OffRLError(f"{path} was not written by lightning_offrl (no 'lightning_offrl' entry)")
     module_name, _, class_name = meta["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
-    module = cls.load_from_checkpoint(path, map_location=map_location)
+    overrides = dict(overrides or {})
+    known = {k for k in checkpoint.get("hyper_parameters") or {} if not k.startswith("_")}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise OffRLError(f"{class_name} has no argument {', '.join(unknown)}; its arguments are: "
+                         f"{', '.join(sorted(known))}")
+    try:
+        module = cls.load_from_checkpoint(path, map_location=map_location, **overrides)
+    except RuntimeError as err:
+        if not overrides or "state_dict" not in str(err):
+            raise
+        raise OffRLError(f"{path}: the overrides {overrides} change the shape of the networks, so the saved "
+                         "weights do not fit; only acting-time arguments can be changed at evaluation") from err
     module.eval()
     data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
     data_state = next(
@@ -56,6 +89,9 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--seed", type=int, default=0, help="episode i is reset with seed + i")
     parser.add_argument("--num_envs", type=int, default=None, help="vectorized environments (default: all)")
     parser.add_argument("--dataset", default=None, help="task to evaluate on (default: the training dataset)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
+                        help="change an acting-time argument of the method, e.g. --set num_candidates=32 "
+                        "--set temperature=1.0 (SWG-R from an SWG checkpoint); repeatable")
     args = parser.parse_args(list(argv))
     if args.episodes <= 0:
         parser.error(f"--episodes must be positive, got {args.episodes}")
@@ -63,7 +99,8 @@ def main(argv: Sequence[str]) -> int:
     from lightning_offrl.envs.evaluation import evaluate_policy
     from lightning_offrl.envs.tasks import get_task
 
-    module, info = load_module(args.ckpt_path)
+    overrides = parse_overrides(args.overrides)
+    module, info = load_module(args.ckpt_path, overrides=overrides)
     dataset = args.dataset or info["dataset"]
     if not dataset:
         raise OffRLError(f"{args.ckpt_path} does not name its dataset; pass --dataset NAME")
@@ -73,6 +110,8 @@ def main(argv: Sequence[str]) -> int:
     se = lambda x: float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0  # noqa: E731
     label = " [replica data: not D4RL's]" if info["is_replica"] else ""
     print(f"{type(module).__name__} after {info['num_updates']} updates on {dataset}{label}")
+    if overrides:
+        print("with " + " ".join(f"{k}={v}" for k, v in overrides.items()))
     print(f"episodes: {len(returns)}  seed: {args.seed}")
     print(f"return: {returns.mean():.1f} ± {se(returns):.1f}")
     print(f"normalized score: {scores.mean():.1f} ± {se(scores):.1f}")

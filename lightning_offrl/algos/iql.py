@@ -19,7 +19,35 @@ from lightning_offrl.data.buffer import Batch
 from lightning_offrl.networks import EnsembleQ, GaussianActor, ValueNet
 
 
-class IQL(OfflineRLModule):
+class ExpectileCriticLosses:
+    """IQL's critic losses (eqs. 5-6), shared by every method with an IQL critic (IQL, SWG).
+
+    Expects ``critic`` / ``critic_target`` (:class:`EnsembleQ`), ``value`` (:class:`ValueNet`),
+    ``expectile`` and ``gamma`` on the host module.
+    """
+
+    critic: EnsembleQ
+    critic_target: EnsembleQ
+    value: ValueNet
+    expectile: float
+    gamma: float
+
+    def value_loss(self, batch: Batch, target_q: torch.Tensor | None = None) -> torch.Tensor:
+        """Expectile regression of ``V(s)`` to ``min_i Q_target,i(s, a)`` (``target_q``, computed if None)."""
+        if target_q is None:
+            with torch.no_grad():
+                target_q = self.critic_target.min(batch.observations, batch.actions)
+        return expectile_loss(target_q - self.value(batch.observations), self.expectile)
+
+    def critic_loss(self, batch: Batch) -> torch.Tensor:
+        """Both Q members regress to ``r + gamma (1 - d) V(s')``."""
+        with torch.no_grad():
+            next_v = self.value(batch.next_observations)
+        target = td_target(batch.rewards, batch.terminals, next_v, self.gamma)
+        return ensemble_mse(self.critic(batch.observations, batch.actions), target)
+
+
+class IQL(ExpectileCriticLosses, OfflineRLModule):
     """IQL as a LightningModule.
 
     Args:
@@ -73,29 +101,30 @@ class IQL(OfflineRLModule):
         self.actor = GaussianActor(obs_dim, act_dim, hidden_dims, dropout=actor_dropout)
 
     # ------------------------------------------------------------------------------ losses
-    def value_loss(self, batch: Batch) -> torch.Tensor:
-        q = self.critic_target.min(batch.observations, batch.actions)
-        return expectile_loss(q - self.value(batch.observations), self.expectile)
+    def actor_loss(self, batch: Batch, target_q: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advantage-weighted regression (eq. 7) with ``A = min_i Q_target,i(s, a) - V(s)``.
 
-    def critic_loss(self, batch: Batch) -> torch.Tensor:
+        Returns:
+            ``(loss, mean advantage)``.
+        """
         with torch.no_grad():
-            next_v = self.value(batch.next_observations)
-        target = td_target(batch.rewards, batch.terminals, next_v, self.gamma)
-        return ensemble_mse(self.critic(batch.observations, batch.actions), target)
-
-    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            advantage = self.critic_target.min(batch.observations, batch.actions) - self.value(batch.observations)
+            if target_q is None:
+                target_q = self.critic_target.min(batch.observations, batch.actions)
+            advantage = target_q - self.value(batch.observations)
         weights = advantage_weights(advantage, self.beta, self.max_weight)
         return -(weights * self.actor.log_prob(batch.observations, batch.actions)).mean(), advantage.mean()
 
     # ------------------------------------------------------------------------------ update
     def update(self, batch: Batch) -> Mapping[str, torch.Tensor]:
         value_opt, critic_opt, actor_opt = self.optimizers()
-        value_loss = self.value_loss(batch)
+        # The target critic only moves after the Q step, so V's and the actor's targets share one pass.
+        with torch.no_grad():
+            target_q = self.critic_target.min(batch.observations, batch.actions)
+        value_loss = self.value_loss(batch, target_q)
         self.optimizer_step_on(value_opt, value_loss)
 
-        actor_loss, advantage = self.actor_loss(batch)
+        # The advantage uses the V just updated, as in the paper's code.
+        actor_loss, advantage = self.actor_loss(batch, target_q)
         self.optimizer_step_on(actor_opt, actor_loss)
         if self.cosine_actor_lr:
             self.lr_schedulers().step()

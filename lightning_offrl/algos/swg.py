@@ -47,13 +47,8 @@ from typing import Literal, Mapping, Sequence
 import torch
 
 from lightning_offrl.algos.base import OfflineRLModule, OptimizerFactory, polyak_update
-from lightning_offrl.algos.losses import (
-    advantage_weights,
-    ensemble_mse,
-    expectile_loss,
-    expectile_weights,
-    td_target,
-)
+from lightning_offrl.algos.iql import ExpectileCriticLosses
+from lightning_offrl.algos.losses import advantage_weights, expectile_weights
 from lightning_offrl.data.buffer import Batch
 from lightning_offrl.diffusion import VPDiffusion, self_weighted_eps
 from lightning_offrl.errors import ConfigError
@@ -88,7 +83,7 @@ def swg_weights(
     raise ConfigError(f"weight_fn={weight_fn!r}: choose one of {list(WEIGHT_FNS)}.")
 
 
-class SWG(OfflineRLModule):
+class SWG(ExpectileCriticLosses, OfflineRLModule):
     """SWG and SWG-R (``num_candidates > 1``) as a LightningModule.
 
     Args:
@@ -275,18 +270,6 @@ class SWG(OfflineRLModule):
         self.sampling_seed = sampling_seed
 
     # ------------------------------------------------------------------------------ losses
-    def value_loss(self, batch: Batch) -> torch.Tensor:
-        """IQL eq. 5: expectile regression of ``V(s)`` to ``min_i Q_target,i(s, a)``."""
-        q = self.critic_target.min(batch.observations, batch.actions)
-        return expectile_loss(q - self.value(batch.observations), self.expectile)
-
-    def critic_loss(self, batch: Batch) -> torch.Tensor:
-        """IQL eq. 6: both Q members regress to ``r + gamma (1 - d) V(s')``."""
-        with torch.no_grad():
-            next_v = self.value(batch.next_observations)
-        target = td_target(batch.rewards, batch.terminals, next_v, self.gamma)
-        return ensemble_mse(self.critic(batch.observations, batch.actions), target)
-
     @torch.no_grad()
     def action_weights(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """The weights ``w(s, a)`` of actions under the current critic.

@@ -247,3 +247,27 @@ def test_swg_and_swg_r_beat_random_on_pointgoal(pointgoal_file: Path, tmp_path: 
         trained = evaluate_policy(module.act, "pointgoal", 20, seed=100)
         gap = trained.mean_return() - random.mean_return()
         assert gap > 5 * np.hypot(trained.stderr_return(), random.stderr_return()), sampling
+
+
+def test_an_swg_checkpoint_evaluates_as_swg_r(pointgoal_file: Path, tmp_path: Path) -> None:
+    # `lightning_offrl evaluate --set num_candidates=4 --set temperature=1.0` rebuilds the module with
+    # acting-time arguments changed; they are validated like config values.
+    from lightning_offrl.errors import OffRLError
+    from lightning_offrl.evaluate import load_module, parse_overrides
+
+    module = _small_swg(2, 2, 10, critic_updates=5)
+    fit(module, small_datamodule(pointgoal_file, batches_per_step=2, steps_per_epoch=5), tmp_path)
+    ckpt = tmp_path / "ckpt" / "last.ckpt"
+    overrides = parse_overrides(["num_candidates=4", "temperature=1.0"])
+    assert overrides == {"num_candidates": 4, "temperature": 1.0}
+    swg_r, _ = load_module(ckpt, overrides=overrides)
+    assert swg_r.num_candidates == 4 and swg_r.temperature == 1.0
+    saved = module.state_dict()
+    assert all(torch.equal(value, saved[key]) for key, value in swg_r.state_dict().items())
+    assert np.all(np.abs(swg_r.act(np.zeros((3, 2), np.float32))) <= 1.0)
+    with pytest.raises(ConfigError, match="temperature"):
+        load_module(ckpt, overrides={"num_candidates": 4})  # K candidates at temperature 0 are all equal
+    with pytest.raises(OffRLError, match="no argument"):
+        load_module(ckpt, overrides={"num_candidate": 4})
+    with pytest.raises(OffRLError, match="NAME=VALUE"):
+        parse_overrides(["num_candidates"])
