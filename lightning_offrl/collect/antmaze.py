@@ -80,7 +80,7 @@ from lightning_offrl.collect.policies import (
     load_evals,
     policy_dir,
 )
-from lightning_offrl.collect.random import _progress_bar
+from lightning_offrl.collect.progress import StepProgress
 from lightning_offrl.collect.sac_online import EXIT_INTERRUPTED, SACConfig, TrainResult, train
 from lightning_offrl.data.registry import DatasetSpec, register_replica_builder
 from lightning_offrl.envs.evaluation import Policy, evaluate_policy
@@ -571,11 +571,7 @@ def collect_antmaze(
     obs, goal = new_episode(seed)
     episode_length, episodes, reached_commanded, reached_eval = 0, 0, 0, 0
     episode_reached, episode_rewarded = False, False
-    bar = _progress_bar(progress)
-    task_id = bar.add_task(description, total=num_steps) if bar is not None else None
-    try:
-        if bar is not None:
-            bar.start()
+    with StepProgress(description, num_steps, enabled=progress, every=_PROGRESS_EVERY) as bar:
         with _torch_threads(1), torch.inference_mode():
             for step in range(num_steps):
                 qpos, qvel = env.state_d4rl()
@@ -600,13 +596,7 @@ def collect_antmaze(
                     reached_eval += int(episode_rewarded)
                     obs, goal = new_episode(None)
                     episode_length, episode_reached, episode_rewarded = 0, False, False
-                if bar is not None and (step + 1) % _PROGRESS_EVERY == 0:
-                    bar.update(task_id, completed=step + 1)
-        if bar is not None:
-            bar.update(task_id, completed=num_steps)
-    finally:
-        if bar is not None:
-            bar.stop()
+                bar.update(step + 1)
     timeouts[-1] = True  # the budget cuts the last episode
     rewards = goal_reached(next_observations, eval_goal).astype(np.float32)
     arrays = {

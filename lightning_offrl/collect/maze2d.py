@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from lightning_offrl.collect.maze_planner import GridPlanner, plan_waypoints
-from lightning_offrl.collect.random import _progress_bar
+from lightning_offrl.collect.progress import StepProgress
 from lightning_offrl.data.registry import DatasetSpec, register_replica_builder
 from lightning_offrl.envs.mazes import MazeTask, MazeTaskEnv, goal_reached, maze_task
 from lightning_offrl.envs.tasks import make_env
@@ -147,11 +147,7 @@ def collect_maze2d(
     controller.set_target(obs[:2], draw_target(task, rng), rng)
     env.set_goal(controller.target)
     segment_length, targets, reached = 0, 0, 0
-    bar = _progress_bar(progress)
-    task_id = bar.add_task(description, total=num_steps) if bar is not None else None
-    try:
-        if bar is not None:
-            bar.start()
+    with StepProgress(description, num_steps, enabled=progress, every=_PROGRESS_EVERY) as bar:
         for step in range(num_steps):
             action, solved = controller.action(obs[:2], obs[2:4])
             action = np.clip(action + noise[step], -1.0, 1.0)
@@ -170,13 +166,7 @@ def collect_maze2d(
                 controller.set_target(obs[:2], draw_target(task, rng), rng)
                 env.set_goal(controller.target)
                 segment_length = 0
-            if bar is not None and (step + 1) % _PROGRESS_EVERY == 0:
-                bar.update(task_id, completed=step + 1)
-        if bar is not None:
-            bar.update(task_id, completed=num_steps)
-    finally:
-        if bar is not None:
-            bar.stop()
+            bar.update(step + 1)
     timeouts[-1] = True  # the budget cuts the last piece
     arrays = {
         "observations": observations,

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from lightning_offrl.collect.policies import PolicyInfo, action_to_env, load_behaviour_policy, load_replay_actors
-from lightning_offrl.collect.random import _progress_bar
+from lightning_offrl.collect.progress import StepProgress
 from lightning_offrl.data.registry import DatasetSpec, register_replica_builder
 from lightning_offrl.envs.tasks import make_env
 from lightning_offrl.errors import DatasetError
@@ -106,17 +106,14 @@ def rollout(
     means = np.zeros((num_rows, act_dim), dtype=np.float32)
     log_stds = np.zeros((num_rows, act_dim), dtype=np.float32)
     uniform_rows = np.zeros(num_rows, dtype=bool)
-    bar = _progress_bar(progress)
-    task_id = bar.add_task(description, total=num_rows) if bar is not None else None
     previous_threads = torch.get_num_threads()
     # One thread: a single-row forward gains nothing from more, and a fixed count keeps the rounding fixed.
     torch.set_num_threads(1)
     obs, _ = env.reset(seed=seed)
     row = 0
+    bar = StepProgress(description, num_rows, enabled=progress, every=_PROGRESS_EVERY)
     try:
-        if bar is not None:
-            bar.start()
-        with torch.inference_mode():
+        with bar, torch.inference_mode():
             for actor, rows in segments:
                 noise = np.empty((0, act_dim), dtype=np.float32)
                 for i in range(rows):
@@ -148,14 +145,9 @@ def rollout(
                     if terminated or truncated:
                         obs, _ = env.reset()
                     row += 1
-                    if bar is not None and row % _PROGRESS_EVERY == 0:
-                        bar.update(task_id, completed=row)
-        if bar is not None:
-            bar.update(task_id, completed=num_rows)
+                    bar.update(row)
     finally:
         torch.set_num_threads(previous_threads)
-        if bar is not None:
-            bar.stop()
     log_probs = _tanh_gaussian_log_probs(pre_tanh, means, log_stds)
     log_probs[uniform_rows] = uniform_log_prob
     # The budget ends mid-episode: mark the cut like a time limit so no episode runs into nothing.

@@ -11,16 +11,12 @@ so the same seed gives identical arrays and different seeds give different ones.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import gymnasium as gym
 import numpy as np
 
+from lightning_offrl.collect.progress import StepProgress
 from lightning_offrl.data.registry import DatasetSpec
 from lightning_offrl.envs.tasks import make_env
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
 
 # Progress-bar refresh interval in steps; redrawing every step would cost more than the physics.
 _PROGRESS_EVERY = 2_000
@@ -75,12 +71,8 @@ def _collect(
     qpos = np.empty((num_steps, mujoco_data.qpos.size), dtype=np.float32) if mujoco_data is not None else None
     qvel = np.empty((num_steps, mujoco_data.qvel.size), dtype=np.float32) if mujoco_data is not None else None
 
-    bar = _progress_bar(progress)
-    task_id = bar.add_task(description, total=num_steps) if bar is not None else None
     observation, _ = env.reset(seed=seed)
-    try:
-        if bar is not None:
-            bar.start()
+    with StepProgress(description, num_steps, enabled=progress, every=_PROGRESS_EVERY) as bar:
         for step in range(num_steps):
             observations[step] = observation
             if mujoco_data is not None:
@@ -93,13 +85,7 @@ def _collect(
             timeouts[step] = truncated
             if terminated or truncated:
                 observation, _ = env.reset()
-            if bar is not None and (step + 1) % _PROGRESS_EVERY == 0:
-                bar.update(task_id, completed=step + 1)
-        if bar is not None:
-            bar.update(task_id, completed=num_steps)
-    finally:
-        if bar is not None:
-            bar.stop()
+            bar.update(step + 1)
     # The budget ends mid-episode: mark the cut like a time limit so no episode runs into nothing.
     if not terminals[-1]:
         timeouts[-1] = True
@@ -117,19 +103,3 @@ def _collect(
     return arrays
 
 
-def _progress_bar(enabled: bool) -> Progress | None:
-    if not enabled:
-        return None
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
-    )
