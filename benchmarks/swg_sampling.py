@@ -61,20 +61,26 @@ def raw_guided_sampler(obs_dim: int, act_dim: int, scale: float) -> Callable[[to
     return sample
 
 
-def latency_ms(fn: Callable[[], object], calls: int, repeats: int) -> tuple[float, float]:
-    """Medians over ``repeats`` of the mean wall and CPU time of ``calls`` calls, in milliseconds.
+def interleaved_latency_ms(
+    variants: dict[str, Callable[[], object]], calls: int, repeats: int
+) -> dict[str, tuple[float, float]]:
+    """Per variant, medians over ``repeats`` of the mean wall and CPU time of ``calls`` calls, in ms.
 
+    The variants take turns within each repeat, so a change of machine load hits all of them alike;
     CPU time (this process, all threads) is the steadier figure on a shared machine.
     """
-    fn()  # warm-up
-    wall, cpu = [], []
+    for fn in variants.values():
+        fn()  # warm-up
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
-        wall_start, cpu_start = time.perf_counter(), time.process_time()
-        for _ in range(calls):
-            fn()
-        wall.append((time.perf_counter() - wall_start) / calls * 1e3)
-        cpu.append((time.process_time() - cpu_start) / calls * 1e3)
-    return statistics.median(wall), statistics.median(cpu)
+        for name, fn in variants.items():
+            wall_start, cpu_start = time.perf_counter(), time.process_time()
+            for _ in range(calls):
+                fn()
+            wall[name].append((time.perf_counter() - wall_start) / calls * 1e3)
+            cpu[name].append((time.process_time() - cpu_start) / calls * 1e3)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in variants}
 
 
 def main() -> None:
@@ -109,10 +115,9 @@ def main() -> None:
             module.set_sampling(num_candidates=1, temperature=0.0)
             variants[f"swg_r (K={args.candidates})"] = lambda: swg_r.policy(obs)
         with torch.no_grad():
-            for name, fn in variants.items():
-                wall_ms, cpu_ms = latency_ms(fn, calls, args.repeats)
-                row = f"| {batch} | {name} | {wall_ms:.1f} | {cpu_ms:.1f} | {cpu_ms / batch:.3f} |"
-                print(row, flush=True)
+            timings = interleaved_latency_ms(variants, calls, args.repeats)
+        for name, (wall_ms, cpu_ms) in timings.items():
+            print(f"| {batch} | {name} | {wall_ms:.1f} | {cpu_ms:.1f} | {cpu_ms / batch:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -372,7 +372,8 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
             z_T = noise_scale * torch.randn(z_shape, device=obs.device, dtype=obs.dtype, generator=generator)
 
         def eps_fn(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return denoiser(z_t, t, cond)
+            # The guidance differentiates the weight output only: the action outputs need no graph.
+            return denoiser(z_t, t, cond, main_grad=False)
 
         guided_eps_fn = self_weighted_eps(
             eps_fn, self.diffusion, weight_index=-1, scale=rho, weight_min=self.weight_clip_min,

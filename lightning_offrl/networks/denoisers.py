@@ -203,14 +203,27 @@ class ResidualDenoiser(nn.Module):
             else None
         )
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None, main_grad: bool = True
+    ) -> torch.Tensor:
+        """Denoiser output ``(B, out_dim)``.
+
+        ``main_grad=False`` cuts the main head's outputs from the autograd graph (same values). Use it
+        when only the separate head's outputs are differentiated, as SWG's guidance does: a backward
+        pass then stops at the separate head's block instead of running, on zero gradients, through
+        the blocks after it and the main head.
+        """
         features = self.input_layer(_join_inputs(x, cond, self.time_mlp(t), self.cond_dim))
         separate_output = None
         for index, block in enumerate(self.blocks):
+            if not main_grad and separate_output is not None:
+                features = features.detach()
             features = block(features)
             if index == self.separate_head_block:
                 separate_output = self.separate_head(features)  # type: ignore[misc]
         main_output = self.output_head(features)
         if separate_output is None:
             return main_output
+        if not main_grad:
+            main_output = main_output.detach()
         return torch.cat([main_output, separate_output], dim=-1)

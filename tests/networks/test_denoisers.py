@@ -129,3 +129,20 @@ def test_residual_denoiser_has_the_size_of_swgs_network() -> None:
     # (3 blocks of 256 with 4x expansion, 128-d time features, a separate weight head).
     net = ResidualDenoiser(3 + 1, 11, separate_head_dim=1)
     assert 1.7e6 < sum(p.numel() for p in net.parameters()) < 1.9e6
+
+
+def test_main_grad_off_keeps_values_and_the_separate_heads_input_gradient() -> None:
+    # SWG's guidance differentiates only the weight output; cutting the main head from the graph must
+    # change neither the outputs nor that gradient.
+    torch.manual_seed(0)
+    net = ResidualDenoiser(4, 3, hidden_dim=16, num_blocks=3, dropout=0.0, time_dim=8, separate_head_dim=1).eval()
+    z, t, cond = torch.randn(5, 4), torch.randint(0, 10, (5,)), torch.randn(5, 3)
+    grads, outputs = [], []
+    for main_grad in (True, False):
+        z_in = z.clone().requires_grad_(True)
+        out = net(z_in, t, cond, main_grad=main_grad)
+        (grad,) = torch.autograd.grad(out[:, -1].sum(), z_in)
+        outputs.append(out.detach())
+        grads.append(grad)
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    torch.testing.assert_close(grads[0], grads[1])
