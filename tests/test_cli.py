@@ -103,3 +103,4 @@ def test_ddp_two_processes_on_cpu(pointgoal_file: Path, tmp_path: Path) -> None:
     state = torch.load(tmp_path / "runs" / "ddp" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert int(state["state_dict"]["num_updates"]) == 20
     assert "eval/normalized_score" in str(state["callbacks"]) or "normalized score" in result.stdout
+
