@@ -91,7 +91,9 @@ def one_run(config: str, dataset: str, seed: int, updates: int, episodes: int, o
 def render(runs: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for run in runs:
-        settings = [*run.get("overrides", []), *(f"eval: {pair}" for pair in run.get("eval_set", []))]
+        settings = [*run.get("overrides", [])]
+        if run.get("eval_set"):
+            settings.append("evaluated with " + ", ".join(run["eval_set"]))
         groups[(run["dataset"], run["config"], run["updates"], tuple(settings))].append(run)
     lines = [
         "| dataset | config | overrides | updates | seeds | normalized score (mean ± s.e. over seeds) | per seed | train min/run |",
@@ -99,11 +101,14 @@ def render(runs: list[dict]) -> str:
     ]
     for (dataset, config, updates, overrides), group in sorted(groups.items()):
         scores = np.array([r["normalized_score"] for r in sorted(group, key=lambda r: r["seed"])])
-        se = scores.std(ddof=1) / np.sqrt(len(scores)) if len(scores) > 1 else float("nan")
+        if len(scores) > 1:
+            summary = f"{scores.mean():.1f} ± {scores.std(ddof=1) / np.sqrt(len(scores)):.1f}"
+        else:
+            summary = f"{scores[0]:.1f} (one seed)"
         minutes = np.mean([r["train_seconds"] for r in group]) / 60
         lines.append(
             f"| {dataset}{' (replica)' if group[0]['replica'] else ''} | {config} | {' '.join(overrides) or '-'} | "
-            f"{updates:,} | {len(scores)} | {scores.mean():.1f} ± {se:.1f} | "
+            f"{updates:,} | {len(scores)} | {summary} | "
             f"{', '.join(f'{s:.1f}' for s in scores)} | {minutes:.1f} |"
         )
     return "\n".join(lines)
