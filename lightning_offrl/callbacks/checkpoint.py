@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
 
 
 class BestScoreCheckpoint(ModelCheckpoint):
@@ -17,6 +18,8 @@ class BestScoreCheckpoint(ModelCheckpoint):
     reported at the end of ``fit``.
     """
 
+    _seen_monitor = False  # set on the first epoch that logged the monitored key
+
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
         if self.monitor is not None and self.monitor not in monitor_candidates:
             return
@@ -25,9 +28,7 @@ class BestScoreCheckpoint(ModelCheckpoint):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_end(trainer, pl_module)
-        if self.monitor is not None and not getattr(self, "_seen_monitor", False) and trainer.is_global_zero:
-            from lightning.pytorch.utilities import rank_zero_info
-
+        if self.monitor is not None and not self._seen_monitor:
             rank_zero_info(
                 f"checkpoint: no '{self.monitor}' was logged during this fit (no evaluation ran: "
                 "evaluation.interval is larger than the run), so no best checkpoint was written; "

@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning_offrl.algos.base import OfflineRLModule
 from lightning_offrl.callbacks.checkpoint_io import AtomicCheckpointIO
 from lightning_offrl.data.datamodule import D4RLDataModule
+from lightning_offrl.envs.evaluation import evaluate_policy
 from lightning_offrl.evaluate import load_module
 
 ModuleFactory = Callable[[int, int, int], OfflineRLModule]  # (obs_dim, act_dim, max_updates) -> module
@@ -67,3 +68,12 @@ def check_conformance(factory: ModuleFactory, pointgoal_file: Path, tmp_path: Pa
     resumed = factory(datamodule.obs_dim, datamodule.act_dim, 30)
     fit(resumed, small_datamodule(pointgoal_file), tmp_path / "resume", ckpt_path=str(ckpt))
     assert int(resumed.num_updates) == 30
+
+
+def assert_beats_random(act: Callable[[np.ndarray], np.ndarray], label: object = "") -> None:
+    """``act`` beats uniform random actions on 20 PointGoal episodes (seed 100) by 5 standard errors."""
+    trained = evaluate_policy(act, "pointgoal", 20, seed=100)
+    rng = np.random.default_rng(0)
+    random = evaluate_policy(lambda o: rng.uniform(-1, 1, size=o.shape), "pointgoal", 20, seed=100)
+    gap = trained.mean_return() - random.mean_return()
+    assert gap > 5 * np.hypot(trained.stderr_return(), random.stderr_return()), label

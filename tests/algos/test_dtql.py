@@ -13,9 +13,8 @@ from lightning_offrl.algos import DTQL
 from lightning_offrl.algos.base import optimizer_default_partial
 from lightning_offrl.data.buffer import Batch
 from lightning_offrl.data.datamodule import D4RLDataModule
-from lightning_offrl.envs.evaluation import evaluate_policy
 from lightning_offrl.errors import ConfigError
-from tests.algos.conformance import check_conformance, fit, small_datamodule
+from tests.algos.conformance import assert_beats_random, check_conformance, fit, small_datamodule
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SMALL = dict(
@@ -244,11 +243,7 @@ def test_dtql_beats_random_on_pointgoal(pointgoal_file: Path, tmp_path: Path) ->
         optimizer=optimizer_default_partial(1e-3), critic_optimizer=optimizer_default_partial(1e-3),
     )
     fit(module, datamodule, tmp_path)
-    trained = evaluate_policy(module.act, "pointgoal", 20, seed=100)
-    rng = np.random.default_rng(0)
-    random = evaluate_policy(lambda o: rng.uniform(-1, 1, size=o.shape), "pointgoal", 20, seed=100)
-    gap = trained.mean_return() - random.mean_return()
-    assert gap > 5 * np.hypot(trained.stderr_return(), random.stderr_return())
+    assert_beats_random(module.act)
 
 
 @pytest.mark.parametrize("name", ["hopper", "halfcheetah", "walker2d", "antmaze"])

@@ -14,9 +14,8 @@ from lightning_offrl.algos import SWG
 from lightning_offrl.algos.swg import swg_weights
 from lightning_offrl.data.buffer import Batch
 from lightning_offrl.diffusion import VPDiffusion
-from lightning_offrl.envs.evaluation import evaluate_policy
 from lightning_offrl.errors import ConfigError
-from tests.algos.conformance import check_conformance, fit, small_datamodule
+from tests.algos.conformance import assert_beats_random, check_conformance, fit, small_datamodule
 
 # Small networks; Adam at 1e-3 so that a few hundred updates learn something.
 SMALL = dict(
@@ -240,13 +239,9 @@ def test_swg_and_swg_r_beat_random_on_pointgoal(pointgoal_file: Path, tmp_path: 
         diffusion_optimizer=lambda p: torch.optim.Adam(p, lr=1e-3, fused=True),
     )
     fit(module, datamodule, tmp_path)
-    rng = np.random.default_rng(0)
-    random = evaluate_policy(lambda o: rng.uniform(-1, 1, size=o.shape), "pointgoal", 20, seed=100)
     for sampling in ({}, {"guidance_scale": 1.0, "num_candidates": 8, "temperature": 1.0}):  # SWG, SWG-R
         module.set_sampling(**sampling)
-        trained = evaluate_policy(module.act, "pointgoal", 20, seed=100)
-        gap = trained.mean_return() - random.mean_return()
-        assert gap > 5 * np.hypot(trained.stderr_return(), random.stderr_return()), sampling
+        assert_beats_random(module.act, sampling)
 
 
 def test_an_swg_checkpoint_evaluates_as_swg_r(pointgoal_file: Path, tmp_path: Path) -> None:
