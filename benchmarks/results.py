@@ -64,7 +64,7 @@ def cli(args: list[str], log: Path) -> str:
 
 def one_run(config: str, dataset: str, seed: int, updates: int, episodes: int, overrides: list[str],
             eval_set: list[str], trained: dict | None = None) -> dict:
-    """Trains (unless ``trained``, a finished run of the same training, gives its checkpoint) and evaluates."""
+    """Trains, then evaluates; ``trained``, a finished run of the same training, lends its checkpoint."""
     log = ROOT / "runs" / "results.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     if trained is not None and (ROOT / trained["checkpoint"]).is_file():
@@ -72,20 +72,22 @@ def one_run(config: str, dataset: str, seed: int, updates: int, episodes: int, o
     else:
         name = f"results/{config}/{dataset}/seed{seed}"
         start = time.time()
-        cli(["fit", "--config", f"conf/{config}.yaml", "--data.dataset", dataset, "--seed_everything", str(seed),
-             "--data.seed", str(seed), "--model.init_args.max_updates", str(updates),
-             "--trainer.logger.init_args.name", name, *overrides], log)
+        cli(["fit", "--config", f"conf/{config}.yaml", "--data.dataset", dataset,
+             "--seed_everything", str(seed), "--data.seed", str(seed),
+             "--model.init_args.max_updates", str(updates), "--trainer.logger.init_args.name", name,
+             *overrides], log)
         train_s = time.time() - start
         versions = sorted((ROOT / "runs" / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
         ckpt = versions[-1] / "checkpoints" / "last.ckpt"
     sets = [arg for pair in eval_set for arg in ("--set", pair)]
-    out = cli(["evaluate", "--ckpt_path", str(ckpt), "--episodes", str(episodes), "--seed", str(EVAL_SEED), *sets],
-              log)
+    out = cli(["evaluate", "--ckpt_path", str(ckpt), "--episodes", str(episodes), "--seed", str(EVAL_SEED),
+               *sets], log)
     score = float(re.search(r"normalized score: (-?[\d.]+)", out).group(1))
     ret = float(re.search(r"return: (-?[\d.]+)", out).group(1))
     return {"config": config, "dataset": dataset, "seed": seed, "updates": updates, "episodes": episodes,
-            "overrides": overrides, "eval_set": eval_set, "normalized_score": score, "return": ret, "train_seconds": round(train_s, 1),
-            "replica": "replica" in out, "checkpoint": str(ckpt.relative_to(ROOT))}
+            "overrides": overrides, "eval_set": eval_set, "normalized_score": score, "return": ret,
+            "train_seconds": round(train_s, 1), "replica": "replica" in out,
+            "checkpoint": str(ckpt.relative_to(ROOT))}
 
 
 def render(runs: list[dict]) -> str:
@@ -146,11 +148,12 @@ def main() -> None:
         for dataset in args.datasets:
             for config in args.configs:
                 for seed in args.seeds:
-                    key = (config, dataset, seed, args.updates, tuple(args.override))
-                    if (*key, tuple(args.eval_set)) in done:
+                    spec = {"config": config, "dataset": dataset, "seed": seed, "updates": args.updates,
+                            "overrides": args.override, "eval_set": args.eval_set}
+                    if run_key(spec) in done:
                         continue
                     run = one_run(config, dataset, seed, args.updates, args.episodes, list(args.override),
-                                  list(args.eval_set), trained.get(key))
+                                  list(args.eval_set), trained.get(train_key(spec)))
                     print(json.dumps(run), flush=True)
                     with open(RUNS, "a") as handle:
                         handle.write(json.dumps(run) + "\n")

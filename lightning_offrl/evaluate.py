@@ -16,7 +16,10 @@ from lightning_offrl.errors import OffRLError
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["num_candidates=32", "temperature=1.0"]`` -> ``{"num_candidates": 32, "temperature": 1.0}`` (YAML values)."""
+    """``["num_candidates=32", "temperature=1.0"]`` -> ``{"num_candidates": 32, "temperature": 1.0}``.
+
+    Values are read as YAML, so numbers, booleans and lists come out typed.
+    """
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -66,8 +69,10 @@ def load_module(
     except RuntimeError as err:
         if not overrides or "state_dict" not in str(err):
             raise
-        raise OffRLError(f"{path}: the overrides {overrides} change the shape of the networks, so the saved "
-                         "weights do not fit; only acting-time arguments can be changed at evaluation") from err
+        raise OffRLError(
+            f"{path}: the overrides {overrides} change the shape of the networks, so the saved weights do "
+            "not fit; only acting-time arguments can be changed at evaluation"
+        ) from err
     module.eval()
     data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
     data_state = next(

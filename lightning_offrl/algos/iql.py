@@ -101,7 +101,9 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
         self.actor = GaussianActor(obs_dim, act_dim, hidden_dims, dropout=actor_dropout)
 
     # ------------------------------------------------------------------------------ losses
-    def actor_loss(self, batch: Batch, target_q: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def actor_loss(
+        self, batch: Batch, target_q: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Advantage-weighted regression (eq. 7) with ``A = min_i Q_target,i(s, a) - V(s)``.
 
         Returns:

@@ -29,7 +29,8 @@ class SaveRankState(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-        torch.save({"state": state, "first_batch": self.first_batch}, self.out / f"rank{trainer.global_rank}.pt")
+        path = self.out / f"rank{trainer.global_rank}.pt"
+        torch.save({"state": state, "first_batch": self.first_batch}, path)
 
 
 def main(data: str, out: str) -> None:

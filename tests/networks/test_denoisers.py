@@ -135,7 +135,8 @@ def test_main_grad_off_keeps_values_and_the_separate_heads_input_gradient() -> N
     # SWG's guidance differentiates only the weight output; cutting the main head from the graph must
     # change neither the outputs nor that gradient.
     torch.manual_seed(0)
-    net = ResidualDenoiser(4, 3, hidden_dim=16, num_blocks=3, dropout=0.0, time_dim=8, separate_head_dim=1).eval()
+    net = ResidualDenoiser(4, 3, hidden_dim=16, num_blocks=3, dropout=0.0, time_dim=8, separate_head_dim=1)
+    net.eval()
     z, t, cond = torch.randn(5, 4), torch.randint(0, 10, (5,)), torch.randn(5, 3)
     grads, outputs = [], []
     for main_grad in (True, False):
