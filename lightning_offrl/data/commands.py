@@ -122,7 +122,10 @@ def datasets_info(name_or_path: str | Path, seed: int = 0) -> dict[str, Any]:
         ``name``, ``source``, ``path``, ``is_replica``, ``transitions``, ``episodes``,
         ``return_mean``/``return_std``/``return_min``/``return_max``, ``normalized_score`` (D4RL's
         score of the mean episode return; ``None`` when the task is unknown), ``obs_dim``,
-        ``act_dim`` and the file attributes under ``attrs``.
+        ``act_dim``, the file attributes under ``attrs``, and ``d4rl``: D4RL's published figures for
+        the same name (``transitions``, ``episodes`` where published, the reference returns
+        ``ref_min_score``/``ref_max_score`` behind the normalized score), ``None`` for a file of no
+        known dataset.
 
     Raises:
         DatasetError: nothing is present for the name (run ``datasets make`` first).
@@ -157,9 +160,13 @@ def datasets_info(name_or_path: str | Path, seed: int = 0) -> dict[str, Any]:
     score = None
     if spec is not None and math.isfinite(summary["return_mean"]):
         score = float(spec.task.normalized_score(summary["return_mean"]))
+    d4rl = None
+    if spec is not None:
+        d4rl = {"transitions": spec.num_steps, "episodes": spec.d4rl_episodes,
+                "ref_min_score": spec.task.ref_min_score, "ref_max_score": spec.task.ref_max_score}
     return {"name": name, "source": source, "path": str(path) if path else None, "is_replica": is_replica,
             **summary,
-            "normalized_score": score, "attrs": attrs}
+            "normalized_score": score, "attrs": attrs, "d4rl": d4rl}
 
 
 def _spec_of_file(path: Path, attrs: dict[str, Any]) -> DatasetSpec | None:
@@ -185,29 +192,42 @@ def _steps_of(replica_file: Path | None) -> int | None:
 
 
 def print_datasets_info(info: dict[str, Any], console: Console | None = None) -> None:
-    """Prints :func:`datasets_info` as a two-column table."""
-    table = Table(title=f"{info['name']}", show_header=False)
+    """Prints :func:`datasets_info` as a table: this data, and D4RL's published figures beside it."""
+    d4rl = info.get("d4rl")
+    table = Table(title=f"{info['name']}", show_header=d4rl is not None)
     table.add_column("field", style="bold")
-    table.add_column("value")
+    table.add_column("this data")
+    if d4rl is not None:
+        table.add_column(f"D4RL's {info['name']} (published)")
     source = info["source"]
     if info["is_replica"]:
         source += " (made by lightning_offrl: scores are not D4RL's)"
+    unpublished = "not published"
     rows = [
-        ("source", source), ("path", info["path"] or "-"),
-        ("transitions", f"{info['transitions']:,}"), ("episodes", f"{info['episodes']:,}"),
-        ("return mean ± std", f"{info['return_mean']:.2f} ± {info['return_std']:.2f}"),
-        ("return min / max", f"{info['return_min']:.2f} / {info['return_max']:.2f}"),
-        ("normalized score", "-" if info["normalized_score"] is None else f"{info['normalized_score']:.2f}"),
-        ("terminals / timeouts", f"{info['terminals']:,} / {info['timeouts']:,}"),
-        ("obs / act dims", f"{info['obs_dim']} / {info['act_dim']}"),
+        ("source", source, "-"), ("path", info["path"] or "-", "-"),
+        ("transitions", f"{info['transitions']:,}", f"{d4rl['transitions']:,}" if d4rl else "-"),
+        ("episodes", f"{info['episodes']:,}",
+         f"{d4rl['episodes']:,}" if d4rl and d4rl["episodes"] is not None else unpublished),
+        ("return mean ± std", f"{info['return_mean']:.2f} ± {info['return_std']:.2f}", unpublished),
+        ("return min / max", f"{info['return_min']:.2f} / {info['return_max']:.2f}", unpublished),
+        ("normalized score", "-" if info["normalized_score"] is None else f"{info['normalized_score']:.2f}",
+         f"0 at return {d4rl['ref_min_score']:g}, 100 at {d4rl['ref_max_score']:g}" if d4rl else "-"),
+        ("terminals / timeouts", f"{info['terminals']:,} / {info['timeouts']:,}", "-"),
+        ("obs / act dims", f"{info['obs_dim']} / {info['act_dim']}", "-"),
     ]
     for key in ("recipe", "seed", "gym_id", "gymnasium_version", "mujoco_version", "created",
                 "build_seconds"):
         if key in info["attrs"]:
-            rows.append((key, str(info["attrs"][key])))
-    for field, value in rows:
-        table.add_row(field, value)
+            rows.append((key, str(info["attrs"][key]), "-"))
+    for field, value, published in rows:
+        table.add_row(field, value, *([published] if d4rl is not None else []))
     (console or Console()).print(table)
+    if d4rl is not None:
+        (console or Console()).print(
+            "D4RL's figures: sizes from D4RL's recipe, episode counts of its files as listed by the "
+            "TensorFlow Datasets catalog (d4rl_mujoco_*); the mean returns of D4RL's files are "
+            "not among its published figures."
+        )
 
 
 # --------------------------------------------------------------------------------------- parser

@@ -42,6 +42,7 @@ class DatasetSpec:
         minari_ids: Minari dataset ids holding the same kind of data, most faithful first (empty
             when Minari has none).
         d4rl_url: where D4RL downloads the file from; d4rl saves it under the URL's file name.
+        d4rl_episodes: number of episodes in D4RL's file, where published (``None`` otherwise).
     """
 
     name: str
@@ -51,6 +52,7 @@ class DatasetSpec:
     num_steps: int
     minari_ids: tuple[str, ...] = ()
     d4rl_url: str = ""
+    d4rl_episodes: int | None = None
 
     @property
     def d4rl_filename(self) -> str:
@@ -62,6 +64,17 @@ LOCOMOTION_LEVELS: tuple[str, ...] = ("random", "medium", "medium-replay", "medi
 # D4RL's medium-replay sizes (the SAC replay buffer up to the medium checkpoint); other levels are
 # 1M rows, medium-expert 2M (medium followed by expert).
 _MEDIUM_REPLAY_STEPS = {"hopper": 402_000, "walker2d": 302_000, "halfcheetah": 202_000, "ant": 302_000}
+# Episodes in D4RL's v2 locomotion files, as published in the TensorFlow Datasets catalog
+# (``d4rl_mujoco_<domain>``, configs ``v2-<level>``: one 'train' example per episode). D4RL itself
+# publishes sizes and reference returns, not the datasets' mean returns.
+_D4RL_EPISODES = {
+    "hopper": {"random": 45_240, "medium": 2_187, "medium-replay": 2_041, "expert": 1_028,
+               "medium-expert": 3_214},
+    "halfcheetah": {"random": 1_000, "medium": 1_000, "medium-replay": 202, "expert": 1_000,
+                    "medium-expert": 2_000},
+    "walker2d": {"random": 48_908, "medium": 1_191, "medium-replay": 1_093, "expert": 1_001,
+                 "medium-expert": 2_191},
+}
 # Minari's MuJoCo datasets (Gymnasium v5 environments) cover these levels only; they are Minari's
 # own collections, not conversions of D4RL's files.
 _MINARI_MUJOCO_LEVELS = ("medium", "expert")
@@ -92,7 +105,10 @@ def _build_specs() -> dict[str, DatasetSpec]:
                 (f"mujoco/{domain}/{level}-v0",) if level in _MINARI_MUJOCO_LEVELS else ()
             )
             url = f"{_D4RL_URL}/gym_mujoco_v2/{domain}_{level.replace('-', '_')}-v2.hdf5"
-            specs[name] = DatasetSpec(name, domain, level, get_task(domain), num_steps, minari_ids, url)
+            episodes = _D4RL_EPISODES.get(domain, {}).get(level)
+            specs[name] = DatasetSpec(
+                name, domain, level, get_task(domain), num_steps, minari_ids, url, d4rl_episodes=episodes
+            )
     for name, (minari_name, level, maze_file, multistart, multigoal) in _ANTMAZE.items():
         domain = get_task(name).domain
         url = (

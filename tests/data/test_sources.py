@@ -242,6 +242,9 @@ def test_datasets_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     task = get_dataset_spec("hopper-random-v2").task
     assert info["normalized_score"] == pytest.approx(float(task.normalized_score(info["return_mean"])))
     assert datasets_info(path)["return_mean"] == pytest.approx(info["return_mean"])
+    # D4RL's published figures for the same name sit beside the replica's own
+    assert info["d4rl"] == {"transitions": 1_000_000, "episodes": 45_240,
+                            "ref_min_score": task.ref_min_score, "ref_max_score": task.ref_max_score}
 
     out = datasets_make("hopper-random-v2", steps=150, seed=1, out=tmp_path / "x.hdf5", progress=False)
     assert out == tmp_path / "x.hdf5" and datasets_info(out)["transitions"] == 150
@@ -250,6 +253,7 @@ def test_datasets_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     add_datasets_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["datasets", "info", "hopper-random-v2", "--seed", "1"])
     assert run_datasets_command(args) == 0
-    assert "replica" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "replica" in printed and "45,240" in printed and "D4RL's hopper-random-v2" in printed
     assert main(["list"]) == 0  # what `lightning_offrl datasets list` runs
     assert "antmaze-umaze-v2" in capsys.readouterr().out
