@@ -39,6 +39,7 @@ import torch
 
 from lightning_offrl.collect.policies import PolicyInfo, action_to_env, load_behaviour_policy, load_replay_actors
 from lightning_offrl.collect.progress import StepProgress
+from lightning_offrl.collect.random import d4rl_arrays
 from lightning_offrl.data.registry import DatasetSpec, register_replica_builder
 from lightning_offrl.envs.tasks import make_env
 from lightning_offrl.errors import DatasetError
@@ -150,22 +151,8 @@ def rollout(
         torch.set_num_threads(previous_threads)
     log_probs = _tanh_gaussian_log_probs(pre_tanh, means, log_stds)
     log_probs[uniform_rows] = uniform_log_prob
-    # The budget ends mid-episode: mark the cut like a time limit so no episode runs into nothing.
-    if not terminals[-1]:
-        timeouts[-1] = True
-    arrays = {
-        "observations": observations,
-        "actions": actions,
-        "rewards": rewards,
-        "next_observations": next_observations,
-        "terminals": terminals,
-        "timeouts": timeouts,
-        "infos/action_log_probs": log_probs,
-    }
-    if qpos is not None and qvel is not None:
-        arrays["infos/qpos"] = qpos
-        arrays["infos/qvel"] = qvel
-    return arrays
+    return d4rl_arrays(observations, actions, rewards, next_observations, terminals, timeouts, qpos, qvel,
+                       action_log_probs=log_probs)
 
 
 def _tanh_gaussian_log_probs(pre_tanh: np.ndarray, means: np.ndarray, log_stds: np.ndarray) -> np.ndarray:

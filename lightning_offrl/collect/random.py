@@ -86,7 +86,19 @@ def _collect(
             if terminated or truncated:
                 observation, _ = env.reset()
             bar.update(step + 1)
-    # The budget ends mid-episode: mark the cut like a time limit so no episode runs into nothing.
+    return d4rl_arrays(observations, actions, rewards, next_observations, terminals, timeouts, qpos, qvel)
+
+
+def d4rl_arrays(
+    observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_observations: np.ndarray,
+    terminals: np.ndarray, timeouts: np.ndarray, qpos: np.ndarray | None = None,
+    qvel: np.ndarray | None = None, **infos: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """A locomotion recipe's rows in D4RL's layout (``infos`` become ``infos/<name>``).
+
+    The step budget ends mid-episode: the last row is marked like a time limit (in place, unless it
+    is a terminal) so that no episode runs into nothing.
+    """
     if not terminals[-1]:
         timeouts[-1] = True
     arrays = {
@@ -96,6 +108,7 @@ def _collect(
         "next_observations": next_observations,
         "terminals": terminals,
         "timeouts": timeouts,
+        **{f"infos/{name}": values for name, values in infos.items()},
     }
     if qpos is not None and qvel is not None:
         arrays["infos/qpos"] = qpos
