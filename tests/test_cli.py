@@ -104,3 +104,31 @@ def test_ddp_two_processes_on_cpu(pointgoal_file: Path, tmp_path: Path) -> None:
     assert int(state["state_dict"]["num_updates"]) == 20
     assert "eval/normalized_score" in str(state["callbacks"]) or "normalized score" in result.stdout
 
+
+
+def test_adept_fit_with_its_own_data_seed_then_evaluate(pointgoal_file: Path, tmp_path: Path) -> None:
+    """ADEPT through the CLI as the results sweep runs it: a data seed other than 0, then `evaluate`."""
+    small = [
+        "fit", "--config", str(CONF / "adept_iql_hopper.yaml"),
+        "--data.dataset", "pointgoal-random-v0", "--data.path", str(pointgoal_file), "--data.seed", "1",
+        "--seed_everything", "1",
+        "--data.batch_size", "32", "--data.batches_per_step", "5", "--data.steps_per_epoch", "2",
+        "--model.init_args.learner.init_args.hidden_dims", "[32, 32]", "--model.init_args.hidden_dim", "32",
+        "--model.init_args.depth", "2", "--model.init_args.reward_hidden_dims", "[32]",
+        "--model.init_args.behavior_hidden_dims", "[32]", "--model.init_args.world_model_batch_size", "64",
+        "--model.init_args.world_model_pretrain_updates", "10", "--model.init_args.round_updates", "10",
+        "--model.init_args.importance_updates", "2", "--model.init_args.rollout_starts", "16",
+        "--model.init_args.max_updates", "20", "--model.init_args.log_every", "5",
+        "--evaluation.interval", "20", "--evaluation.episodes", "2", "--trainer.logger.init_args.name", "adept",
+    ]
+    fitted = run_cli(small, tmp_path)
+    assert fitted.returncode == 0, fitted.stderr[-3000:]
+    last = tmp_path / "runs" / "adept" / "version_0" / "checkpoints" / "last.ckpt"
+    # The checkpoint describes the learner itself, not ADEPT around it.
+    spec = torch.load(last, weights_only=False)["hyper_parameters"]["learner"]
+    assert spec["class_path"] == "lightning_offrl.algos.iql.IQL" and "learner" not in spec["init_args"]
+    assert spec["init_args"]["hidden_dims"] == [32, 32]
+
+    evaluated = run_cli(["evaluate", "--ckpt_path", str(last), "--episodes", "2"], tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "normalized score:" in evaluated.stdout and "ADEPT after 20 updates" in evaluated.stdout

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lightning_offrl.algos.base import OfflineRLModule, OptimizerFactory
+from lightning_offrl.algos.base import OfflineRLModule, OptimizerFactory, building_inner_module
 from lightning_offrl.algos.losses import effective_sample_size, importance_weights
 from lightning_offrl.data.buffer import Batch, TransitionBuffer
 from lightning_offrl.data.rollout_buffer import RolloutBuffer
@@ -89,6 +89,11 @@ def build_learner(
     Returns:
         The learner module.
     """
+    with building_inner_module():
+        return _build_learner(spec, obs_dim, act_dim, max_updates, log_every)
+
+
+def _build_learner(spec: Any, obs_dim: int, act_dim: int, max_updates: int, log_every: int) -> OfflineRLModule:
     budget = {"max_updates": max_updates, "log_every": log_every}
     if spec is None:
         from lightning_offrl.algos.iql import IQL
@@ -213,7 +218,9 @@ class ADEPT(OfflineRLModule):
         self_normalize_weights: divide the weights by their batch mean (self-normalised importance
             sampling: bounded variance at a small bias, and invariant to the densities' scales).
         terminal_threshold: predicted probability above which a generated transition ends its rollout.
-        seed: seed of ADEPT's own random stream (world-model batches, rollouts); rank ``r`` adds ``r``.
+        sampling_seed: seed of ADEPT's own random stream (world-model batches, rollouts); rank ``r``
+            adds ``r``. ``None`` (default) draws it from torch's global generator, so that
+            ``seed_everything`` gives every run its own stream.
         optimizer: factory of the world-model and behaviour-policy optimizers (default Adam, lr 3e-4);
             the learner's optimizers are configured in its own ``init_args``.
         max_updates: budget in *learner* updates.
@@ -247,7 +254,7 @@ class ADEPT(OfflineRLModule):
         weight_clip: float | None = 10.0,
         self_normalize_weights: bool = True,
         terminal_threshold: float = 0.5,
-        seed: int = 0,
+        sampling_seed: int | None = None,
         optimizer: OptimizerFactory | None = None,
         max_updates: int = 1_000_000,
         log_every: int = 1000,
@@ -294,7 +301,7 @@ class ADEPT(OfflineRLModule):
         self.self_normalize_weights = self_normalize_weights
         # A logit above log(p / (1 - p)) means a predicted probability above p.
         self.terminal_logit_threshold = math.log(terminal_threshold / (1.0 - terminal_threshold))
-        self.seed = seed
+        self.sampling_seed = int(torch.randint(2**31 - 1, ())) if sampling_seed is None else int(sampling_seed)
         self.optimizer_factory = optimizer
 
         # -- the wrapped learner
@@ -457,7 +464,7 @@ class ADEPT(OfflineRLModule):
         if self._generator is None or self._generator.device != self.obs_mean.device:
             self._generator = torch.Generator(device=self.obs_mean.device)
             rank = self.trainer.global_rank if self._trainer is not None else 0
-            self._generator.manual_seed(self.seed + rank)
+            self._generator.manual_seed(self.sampling_seed + rank)
             if self._pending_generator_state is not None:
                 self._generator.set_state(self._pending_generator_state)
                 self._pending_generator_state = None

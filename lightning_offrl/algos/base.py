@@ -14,9 +14,13 @@ What every method gets from :class:`OfflineRLModule`:
 
 from __future__ import annotations
 
+import contextvars
+import inspect
 from abc import abstractmethod
+from contextlib import contextmanager
 from functools import partial
-from typing import Any, Iterable, Mapping
+from types import FrameType
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -42,6 +46,28 @@ def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """``target <- (1 - tau) * target + tau * source`` for all parameters, in one fused call."""
     target_params = list(target.parameters())
     torch._foreach_lerp_(target_params, list(source.parameters()), tau)
+
+
+# Set while a module builds another one inside its own constructor (ADEPT's learner).
+_BUILDING_INNER_MODULE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "lightning_offrl_building_inner_module", default=False
+)
+
+
+@contextmanager
+def building_inner_module() -> Iterator[None]:
+    """Marks the modules constructed in this block as parts of another module.
+
+    LightningCLI passes the top-level module's config to ``save_hyperparameters`` of *every*
+    LightningModule it instantiates, nested ones included; a module built inside another (ADEPT's
+    learner) must record its own constructor arguments instead, or its checkpointed description
+    would be the outer module's.
+    """
+    token = _BUILDING_INNER_MODULE.set(True)
+    try:
+        yield
+    finally:
+        _BUILDING_INNER_MODULE.reset(token)
 
 
 class OfflineRLModule(pl.LightningModule):
@@ -75,6 +101,20 @@ class OfflineRLModule(pl.LightningModule):
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
         self.register_buffer("obs_std", torch.ones(obs_dim))
+
+    def save_hyperparameters(
+        self, *args: Any, ignore: Sequence[str] | str | None = None, frame: FrameType | None = None,
+        logger: bool = True,
+    ) -> None:
+        """Lightning's, except that a module built inside another records its own arguments."""
+        frame = frame or inspect.currentframe().f_back  # the subclass's __init__
+        if _BUILDING_INNER_MODULE.get():
+            # An empty context hides the outer module's config that LightningCLI handed down.
+            contextvars.Context().run(
+                super().save_hyperparameters, *args, ignore=ignore, frame=frame, logger=logger
+            )
+        else:
+            super().save_hyperparameters(*args, ignore=ignore, frame=frame, logger=logger)
 
     # ------------------------------------------------------------------ what methods implement
     @abstractmethod
