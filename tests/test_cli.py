@@ -119,7 +119,8 @@ def test_adept_fit_with_its_own_data_seed_then_evaluate(pointgoal_file: Path, tm
         "--model.init_args.world_model_pretrain_updates", "10", "--model.init_args.round_updates", "10",
         "--model.init_args.importance_updates", "2", "--model.init_args.rollout_starts", "16",
         "--model.init_args.max_updates", "20", "--model.init_args.log_every", "5",
-        "--evaluation.interval", "20", "--evaluation.episodes", "2", "--trainer.logger.init_args.name", "adept",
+        "--evaluation.interval", "20", "--evaluation.episodes", "2",
+        "--trainer.logger.init_args.name", "adept",
     ]
     fitted = run_cli(small, tmp_path)
     assert fitted.returncode == 0, fitted.stderr[-3000:]

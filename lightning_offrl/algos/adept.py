@@ -93,7 +93,9 @@ def build_learner(
         return _build_learner(spec, obs_dim, act_dim, max_updates, log_every)
 
 
-def _build_learner(spec: Any, obs_dim: int, act_dim: int, max_updates: int, log_every: int) -> OfflineRLModule:
+def _build_learner(
+    spec: Any, obs_dim: int, act_dim: int, max_updates: int, log_every: int
+) -> OfflineRLModule:
     budget = {"max_updates": max_updates, "log_every": log_every}
     if spec is None:
         from lightning_offrl.algos.iql import IQL
@@ -301,7 +303,9 @@ class ADEPT(OfflineRLModule):
         self.self_normalize_weights = self_normalize_weights
         # A logit above log(p / (1 - p)) means a predicted probability above p.
         self.terminal_logit_threshold = math.log(terminal_threshold / (1.0 - terminal_threshold))
-        self.sampling_seed = int(torch.randint(2**31 - 1, ())) if sampling_seed is None else int(sampling_seed)
+        if sampling_seed is None:
+            sampling_seed = int(torch.randint(2**31 - 1, ()))
+        self.sampling_seed = int(sampling_seed)
         self.optimizer_factory = optimizer
 
         # -- the wrapped learner
