@@ -19,6 +19,7 @@ interrupted sweep resumes where it stopped (finished runs are skipped).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -70,15 +71,19 @@ def one_run(config: str, dataset: str, seed: int, updates: int, episodes: int, o
     if trained is not None and (ROOT / trained["checkpoint"]).is_file():
         ckpt, train_s = ROOT / trained["checkpoint"], trained["train_seconds"]
     else:
+        # Runs differing only in their overrides get their own folder, and every run its own named
+        # version, so that concurrent sweeps never read each other's checkpoints.
         name = f"results/{config}/{dataset}/seed{seed}"
+        if overrides:
+            name += "/" + hashlib.sha1("\n".join(overrides).encode()).hexdigest()[:8]
+        version = f"version_{time.strftime('%Y%m%dT%H%M%S')}_{os.getpid()}"
         start = time.time()
         cli(["fit", "--config", f"conf/{config}.yaml", "--data.dataset", dataset,
              "--seed_everything", str(seed), "--data.seed", str(seed),
              "--model.init_args.max_updates", str(updates), "--trainer.logger.init_args.name", name,
-             *overrides], log)
+             "--trainer.logger.init_args.version", version, *overrides], log)
         train_s = time.time() - start
-        versions = sorted((ROOT / "runs" / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-        ckpt = versions[-1] / "checkpoints" / "last.ckpt"
+        ckpt = ROOT / "runs" / name / version / "checkpoints" / "last.ckpt"
     sets = [arg for pair in eval_set for arg in ("--set", pair)]
     out = cli(["evaluate", "--ckpt_path", str(ckpt), "--episodes", str(episodes), "--seed", str(EVAL_SEED),
                *sets], log)
