@@ -43,6 +43,7 @@ from __future__ import annotations
 import importlib
 import math
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import torch
@@ -89,18 +90,12 @@ def build_learner(
     Returns:
         The learner module.
     """
-    with building_inner_module():
-        return _build_learner(spec, obs_dim, act_dim, max_updates, log_every)
-
-
-def _build_learner(
-    spec: Any, obs_dim: int, act_dim: int, max_updates: int, log_every: int
-) -> OfflineRLModule:
     budget = {"max_updates": max_updates, "log_every": log_every}
+    make: Callable[[], Any]
     if spec is None:
         from lightning_offrl.algos.iql import IQL
 
-        learner: Any = IQL(obs_dim, act_dim, **budget)
+        make = partial(IQL, obs_dim, act_dim, **budget)
     elif isinstance(spec, Mapping):
         class_path = spec.get("class_path")
         module_name, _, class_name = str(class_path).rpartition(".")
@@ -114,11 +109,13 @@ def _build_learner(
         init_args = {
             k: v for k, v in dict(spec.get("init_args") or {}).items() if k not in _LEARNER_ARGS_SET_BY_ADEPT
         }
-        learner = cls(obs_dim, act_dim, **init_args, **budget)
+        make = partial(cls, obs_dim, act_dim, **init_args, **budget)
     elif callable(spec):
-        learner = spec(obs_dim, act_dim, **budget)
+        make = partial(spec, obs_dim, act_dim, **budget)
     else:
         raise ConfigError(f"model.learner must be a class_path/init_args mapping or a factory, got {spec!r}")
+    with building_inner_module():
+        learner = make()
     if not isinstance(learner, OfflineRLModule):
         raise ConfigError(
             f"model.learner built a {type(learner).__name__}, not an OfflineRLModule; give a method of the "

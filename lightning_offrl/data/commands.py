@@ -193,6 +193,7 @@ def _steps_of(replica_file: Path | None) -> int | None:
 
 def print_datasets_info(info: dict[str, Any], console: Console | None = None) -> None:
     """Prints :func:`datasets_info` as a table: this data, and D4RL's published figures beside it."""
+    console = console or Console()
     d4rl = info.get("d4rl")
     table = Table(title=f"{info['name']}", show_header=d4rl is not None)
     table.add_column("field", style="bold")
@@ -221,9 +222,9 @@ def print_datasets_info(info: dict[str, Any], console: Console | None = None) ->
             rows.append((key, str(info["attrs"][key]), "-"))
     for field, value, published in rows:
         table.add_row(field, value, *([published] if d4rl is not None else []))
-    (console or Console()).print(table)
+    console.print(table)
     if d4rl is not None:
-        (console or Console()).print(
+        console.print(
             "D4RL's figures: sizes from D4RL's recipe, episode counts of its files as listed by the "
             "TensorFlow Datasets catalog (d4rl_mujoco_*); the mean returns of D4RL's files are "
             "not among its published figures."
