@@ -226,8 +226,8 @@ def print_datasets_info(info: dict[str, Any], console: Console | None = None) ->
     if d4rl is not None:
         console.print(
             "D4RL's figures: sizes from D4RL's recipe, episode counts of its files as listed by the "
-            "TensorFlow Datasets catalog (d4rl_mujoco_*); the mean returns of D4RL's files are "
-            "not among its published figures."
+            "TensorFlow Datasets catalog (d4rl_mujoco_*); no published mean return of D4RL's "
+            "files was found."
         )
 
 

@@ -65,8 +65,8 @@ LOCOMOTION_LEVELS: tuple[str, ...] = ("random", "medium", "medium-replay", "medi
 # 1M rows, medium-expert 2M (medium followed by expert).
 _MEDIUM_REPLAY_STEPS = {"hopper": 402_000, "walker2d": 302_000, "halfcheetah": 202_000, "ant": 302_000}
 # Episodes in D4RL's v2 locomotion files, as published in the TensorFlow Datasets catalog
-# (``d4rl_mujoco_<domain>``, configs ``v2-<level>``: one 'train' example per episode). D4RL itself
-# publishes sizes and reference returns, not the datasets' mean returns.
+# (``d4rl_mujoco_<domain>``, configs ``v2-<level>``: one 'train' example per episode). No published
+# mean return of D4RL's files was found, so none is recorded.
 _D4RL_EPISODES = {
     "hopper": {"random": 45_240, "medium": 2_187, "medium-replay": 2_041, "expert": 1_028,
                "medium-expert": 3_214},
