@@ -13,7 +13,8 @@ critic's weights are frozen while the actor's loss is back-propagated through it
 
 Everything that evolves (networks, targets, optimizers, temperature, replay buffer up to its fill level,
 counters, random-number generators and the physics state of the episode in progress) is written atomically
-to ``<out>/state.pt`` every ``state_every`` steps and when the process receives SIGTERM or SIGINT, so that
+to ``<out>/state.pt`` every ``state_every`` steps, at least every ``state_every_minutes`` of wall time (so
+that a kill which leaves no chance to save loses little), and when the process receives SIGTERM or SIGINT, so that
 ``train(..., resume=True)`` continues exactly where it stopped. Along the way the run writes small actor
 checkpoints (``<out>/actors/actor_<step>.pt``, the tanh-Gaussian actor with its step and evaluated return)
 and the evaluation history (``<out>/evals.json``).
@@ -85,6 +86,8 @@ class SACConfig:
         eval_episodes: episodes per evaluation.
         actor_checkpoint_every: environment steps between saved actor checkpoints.
         state_every: environment steps between saved full training states.
+        state_every_minutes: wall-clock minutes between saved full training states, whatever the step
+            count: bounds what a kill that gives no chance to save (SIGKILL, a machine going away) can lose.
         num_threads: torch intra-op threads (1: the run shares a small machine).
     """
 
@@ -105,12 +108,13 @@ class SACConfig:
     eval_episodes: int = 5
     actor_checkpoint_every: int = 10_000
     state_every: int = 50_000
+    state_every_minutes: float = 10.0
     num_threads: int = 1
 
     def validate(self) -> None:
         """Raises :class:`ConfigError` for values that make no sense."""
         positive = ("total_steps", "batch_size", "buffer_capacity", "eval_every", "eval_episodes",
-                    "actor_checkpoint_every", "state_every", "num_threads")
+                    "actor_checkpoint_every", "state_every", "state_every_minutes", "num_threads")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"SACConfig.{name} must be positive, got {getattr(self, name)}")
@@ -132,7 +136,7 @@ class SACConfig:
 
 # Keys of the config that may change between a run and its resumption (they do not alter the maths).
 _RESUMABLE_OVERRIDES = ("total_steps", "eval_every", "eval_episodes", "actor_checkpoint_every", "state_every",
-                        "num_threads")
+                        "state_every_minutes", "num_threads")
 
 
 @dataclass
@@ -634,6 +638,7 @@ def train(
     start_steps = run.env_steps
     session_start = time.perf_counter()
     last_tick = session_start
+    last_save, save_due = session_start, False
     interrupted = False
     columns = (
         TextColumn(f"[bold]SAC {config.env}"),
@@ -666,6 +671,7 @@ def train(
                     last_tick = now
                     rate = (run.env_steps - start_steps) / max(now - session_start, 1e-9)
                     bar.update(task, completed=run.env_steps, rate=rate)
+                    save_due = now - last_save >= 60.0 * config.state_every_minutes
                 if run.env_steps % config.eval_every == 0 or run.env_steps % config.actor_checkpoint_every == 0:
                     record = run.evaluate()
                     last_eval = record["eval_return"]
@@ -676,8 +682,9 @@ def train(
                     if run.env_steps % config.actor_checkpoint_every == 0:
                         run.save_actor(record)
                     reached_score = reached([record])
-                if run.env_steps % config.state_every == 0:
+                if run.env_steps % config.state_every == 0 or save_due:
                     run.save_state()
+                    last_save, save_due = time.perf_counter(), False
             run.wall_time_s += time.perf_counter() - last_tick
             last_tick = time.perf_counter()
             if reached_score:
@@ -739,6 +746,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="environment steps between actor checkpoints")
     parser.add_argument("--state-every", type=int, default=defaults.state_every,
                         help="environment steps between full resumable states")
+    parser.add_argument("--state-every-minutes", type=float, default=defaults.state_every_minutes,
+                        help="wall-clock minutes between full resumable states (bounds what a SIGKILL loses)")
     parser.add_argument("--until-score", type=float, default=None,
                         help="stop once an evaluation reaches this D4RL normalized score (state saved)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
@@ -753,6 +762,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         eval_episodes=args.eval_episodes,
         actor_checkpoint_every=args.checkpoint_every,
         state_every=args.state_every,
+        state_every_minutes=args.state_every_minutes,
     )
     result = train(config, args.out, resume=args.resume, progress=not args.no_progress, until_score=args.until_score)
     if result.finished:

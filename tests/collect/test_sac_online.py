@@ -129,6 +129,31 @@ def test_sigterm_saves_state_and_resume_raises_total_steps(tmp_path: Path) -> No
     assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == 600
 
 
+def test_state_is_saved_by_wall_time_without_a_signal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A kill that leaves no chance to save (SIGKILL) loses at most state_every_minutes of training:
+    # with a step interval that is never reached, the state is still written at each 1000-step tick.
+    from lightning_offrl.collect import sac_online
+
+    saved_at: list[int] = []
+    save_state = sac_online._Run.save_state
+
+    def recording_save(run: Any) -> None:
+        saved_at.append(run.env_steps)
+        save_state(run)
+
+    monkeypatch.setattr(sac_online._Run, "save_state", recording_save)
+    config = _tiny_config(total_steps=2500, state_every=10**9, state_every_minutes=1e-6, eval_every=10**9,
+                          actor_checkpoint_every=10**9)
+    train(config, tmp_path, progress=False, stop_after_steps=2100)
+    assert saved_at == [1000, 2000, 2100]  # two by wall time, one on stopping
+    assert torch.load(tmp_path / STATE_FILE, weights_only=False)["counters"]["env_steps"] == 2100
+
+    saved_at.clear()
+    train(_tiny_config(total_steps=2500, state_every=10**9, state_every_minutes=60.0, eval_every=10**9,
+                       actor_checkpoint_every=10**9), tmp_path, resume=True, progress=False)
+    assert saved_at == [2500]  # an hour is not up: only the final save
+
+
 def test_actor_checkpoints_are_small_and_loadable(tmp_path: Path) -> None:
     train(_tiny_config(), tmp_path, progress=False)
     files = sorted((tmp_path / ACTORS_DIR).glob("actor_*.pt"))
