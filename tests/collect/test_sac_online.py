@@ -129,7 +129,9 @@ def test_sigterm_saves_state_and_resume_raises_total_steps(tmp_path: Path) -> No
     assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == 600
 
 
-def test_state_is_saved_by_wall_time_without_a_signal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_state_is_saved_by_wall_time_without_a_signal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A kill that leaves no chance to save (SIGKILL) loses at most state_every_minutes of training:
     # with a step interval that is never reached, the state is still written at each 1000-step tick.
     from lightning_offrl.collect import sac_online
