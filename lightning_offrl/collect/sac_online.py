@@ -15,9 +15,9 @@ Everything that evolves (networks, targets, optimizers, temperature, replay buff
 counters, random-number generators and the physics state of the episode in progress) is written atomically
 to ``<out>/state.pt`` every ``state_every`` steps, at least every ``state_every_minutes`` of wall time (so
 that a kill which leaves no chance to save loses little), and when the process receives SIGTERM or SIGINT,
-so that ``train(..., resume=True)`` continues exactly where it stopped. Along the way the run writes small actor
-checkpoints (``<out>/actors/actor_<step>.pt``, the tanh-Gaussian actor with its step and evaluated return)
-and the evaluation history (``<out>/evals.json``).
+so that ``train(..., resume=True)`` continues exactly where it stopped. Along the way the run writes small
+actor checkpoints (``<out>/actors/actor_<step>.pt``, the tanh-Gaussian actor with its step and evaluated
+return) and the evaluation history (``<out>/evals.json``).
 
 Command line::
 
