@@ -4,5 +4,8 @@ import warnings
 
 # Lightning 2.6 + torch 2.13 emit this from Lightning's own internals on every batch transfer.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# During fit the DataModule's validation loader is empty by design (the evaluation callback scores the
+# policy in the environment every `interval` updates), which Lightning reports on every fit.
+warnings.filterwarnings("ignore", message=r"Total length of `.*` across ranks is zero")
 
 __version__ = "0.1.0"
