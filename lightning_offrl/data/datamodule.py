@@ -98,6 +98,7 @@ class D4RLDataModule(pl.LightningDataModule):
         self._generator_state: torch.Tensor | None = None
         self._extra_sources: list[tuple[TransitionBuffer, float]] = []
         self._dims: tuple[int, int] | None = None
+        self._prepared: Any = None  # what prepare_data resolved, handed to setup in the same process
 
     # ----------------------------------------------------------------------------------- sizes
     def _env_dims(self) -> tuple[int, int]:
@@ -131,14 +132,17 @@ class D4RLDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Rank 0 only: builds and caches a missing replica so the other ranks just read it.
-        self._resolve(progress=True)
+        # Kept for setup() in this process, so the file is read (and the replica notice logged) once;
+        # ranks that did not run prepare_data resolve for themselves in setup().
+        self._prepared = self._resolve(progress=True)
 
     def setup(self, stage: str | None = None) -> None:
+        prepared, self._prepared = self._prepared, None
         if self.buffer is not None or stage in ("validate", "test"):
             return  # validate/test evaluate in the environment; the model carries its statistics
         from lightning_offrl.data.d4rl_hdf5 import episode_returns, qlearning_transitions
 
-        resolved = self._resolve(progress=False)
+        resolved = prepared if prepared is not None else self._resolve(progress=False)
         self.resolved_source = resolved.source
         self.is_replica = bool(resolved.is_replica)
         transitions = qlearning_transitions(resolved.arrays)
