@@ -362,7 +362,7 @@ def save_goal_reaching_policy(
 
 
 def _missing_policy_error(location: Traversable, spec: DatasetSpec | None) -> DatasetError:
-    what = f"{spec.name}: the antmaze replica" if spec is not None else "The antmaze replicas"
+    what = f"{spec.name}: the antmaze replica" if spec is not None else "Building an antmaze replica"
     message = (
         f"{what} needs the goal-reaching ant policy {location}, which does not exist yet. Train it with "
         f"`{TRAIN_COMMAND}` (online SAC, resumable; many hours on a CPU) and ship it with `{EXPORT_COMMAND}`"
@@ -652,8 +652,12 @@ def build_antmaze(
     return arrays
 
 
-for _level in LEVELS:
-    register_replica_builder(_level, build_antmaze)
+# Run as ``python -m lightning_offrl.collect.antmaze``, this file executes a second time as ``__main__``
+# after the package import has loaded (and registered) it as ``lightning_offrl.collect.antmaze``: only
+# that copy registers the builders, and it also runs the command line (bottom of the file).
+if __name__ != "__main__":
+    for _level in LEVELS:
+        register_replica_builder(_level, build_antmaze)
 
 
 # ------------------------------------------------------------------------------- command line
@@ -700,4 +704,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from lightning_offrl.collect import antmaze as _registered
+
+    _registered.main()

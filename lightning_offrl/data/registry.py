@@ -253,4 +253,4 @@ def get_replica_builder(level: str, spec: DatasetSpec | None = None) -> ReplicaB
 
 def _load_builders() -> None:
     # Imported here, not at module import: lightning_offrl.collect imports this module.
-    importlib.import_module("lightning_offrl.collect")
+    importlib.import_module("lightning_offrl.collect").load_recipes()
