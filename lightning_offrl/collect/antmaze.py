@@ -655,9 +655,17 @@ def build_antmaze(
 # Run as ``python -m lightning_offrl.collect.antmaze``, this file executes a second time as ``__main__``
 # after the package import has loaded (and registered) it as ``lightning_offrl.collect.antmaze``: only
 # that copy registers the builders, and it also runs the command line (bottom of the file).
+def _antmaze_inputs(spec: DatasetSpec) -> list[Traversable]:
+    """What the antmaze recipe reads: the shipped goal-reaching policy (the registry's ``inputs``)."""
+    location = goal_reaching_policy_file()
+    if not location.is_file():
+        raise _missing_policy_error(location, spec)
+    return [location]
+
+
 if __name__ != "__main__":
     for _level in LEVELS:
-        register_replica_builder(_level, build_antmaze)
+        register_replica_builder(_level, build_antmaze, inputs=_antmaze_inputs)
 
 
 # ------------------------------------------------------------------------------- command line

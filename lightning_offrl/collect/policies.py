@@ -211,6 +211,16 @@ def replay_schedule(env: str, directory: Traversable | None = None) -> ReplaySch
     return ReplaySchedule(**{key: entry[key] for key in ReplaySchedule.__dataclass_fields__})
 
 
+def policy_files(env: str, roles: Sequence[str], directory: Traversable | None = None) -> list[Traversable]:
+    """The shipped files of ``env``'s ``roles`` (``medium``, ``expert``, ``medium_replay``), in order.
+
+    Raises:
+        DatasetError: one of them is not shipped.
+    """
+    directory = directory or policy_dir()
+    return [directory.joinpath(*_entry(env, role, directory)["file"].split("/")) for role in roles]
+
+
 def _load_file(directory: Traversable, relative: str) -> dict[str, Any]:
     path = directory.joinpath(*relative.split("/"))
     if not path.is_file():

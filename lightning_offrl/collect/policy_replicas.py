@@ -31,13 +31,21 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from importlib.resources.abc import Traversable
+from typing import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from lightning_offrl.collect.policies import PolicyInfo, action_to_env, load_behaviour_policy, load_replay_actors
+from lightning_offrl.collect.policies import (
+    MEDIUM_REPLAY,
+    PolicyInfo,
+    action_to_env,
+    load_behaviour_policy,
+    load_replay_actors,
+    policy_files,
+)
 from lightning_offrl.collect.progress import StepProgress
 from lightning_offrl.collect.random import d4rl_arrays
 from lightning_offrl.data.registry import DatasetSpec, register_replica_builder
@@ -258,7 +266,12 @@ def build_medium_expert(spec: DatasetSpec, seed: int, num_steps: int, progress: 
     return {key: np.concatenate([medium[key], expert[key]]) for key in medium}
 
 
-register_replica_builder("medium", build_medium)
-register_replica_builder("expert", build_expert)
-register_replica_builder("medium-replay", build_medium_replay)
-register_replica_builder("medium-expert", build_medium_expert)
+def _reads(*roles: str) -> Callable[[DatasetSpec], list[Traversable]]:
+    """The registry's ``inputs`` of a level whose recipe reads the shipped policies of ``roles``."""
+    return lambda spec: policy_files(spec.domain, roles)
+
+
+register_replica_builder("medium", build_medium, inputs=_reads("medium"))
+register_replica_builder("expert", build_expert, inputs=_reads("expert"))
+register_replica_builder("medium-replay", build_medium_replay, inputs=_reads(MEDIUM_REPLAY, "medium"))
+register_replica_builder("medium-expert", build_medium_expert, inputs=_reads("medium", "expert"))

@@ -19,7 +19,8 @@ import difflib
 import importlib
 import re
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from importlib.resources.abc import Traversable
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -206,14 +207,42 @@ class ReplicaBuilder(Protocol):
 
 
 _REPLICA_BUILDERS: dict[str, ReplicaBuilder] = {}
+# What a level's recipe reads besides the code (the shipped policy files), per level.
+ReplicaInputs = Callable[[DatasetSpec], Sequence[Traversable]]
+_REPLICA_INPUTS: dict[str, ReplicaInputs] = {}
 
 
 def register_replica_builder(level: str, builder: ReplicaBuilder | Callable[..., dict[str, np.ndarray]],
-                             overwrite: bool = False) -> None:
-    """Registers the builder of a level (``random``, ``medium``, ``diverse``, ...)."""
+                             overwrite: bool = False, inputs: ReplicaInputs | None = None) -> None:
+    """Registers the builder of a level (``random``, ``medium``, ``diverse``, ...).
+
+    Args:
+        level: the dataset level.
+        builder: the recipe.
+        overwrite: replace a builder already registered for the level.
+        inputs: for recipes that read files (shipped policies), ``spec -> files``: their contents are
+            recorded in each replica built, and a cached replica built from other contents is refused
+            (:func:`lightning_offrl.data.sources.resolve_dataset`). It may raise
+            :class:`~lightning_offrl.errors.DatasetError` when the files are not shipped.
+    """
     if level in _REPLICA_BUILDERS and _REPLICA_BUILDERS[level] is not builder and not overwrite:
         raise ValueError(f"a replica builder for level {level!r} is already registered; pass overwrite=True")
     _REPLICA_BUILDERS[level] = builder  # type: ignore[assignment]
+    if inputs is None:
+        _REPLICA_INPUTS.pop(level, None)
+    else:
+        _REPLICA_INPUTS[level] = inputs
+
+
+def replica_inputs(spec: DatasetSpec) -> list[Traversable]:
+    """The files the recipe of ``spec``'s level reads (empty for recipes that read none).
+
+    Raises:
+        DatasetError: the recipe reads files that are not shipped.
+    """
+    _load_builders()
+    inputs = _REPLICA_INPUTS.get(spec.level)
+    return [] if inputs is None else list(inputs(spec))
 
 
 def buildable_levels() -> list[str]:

@@ -16,22 +16,27 @@ so building needs no lock; the atomic write keeps a crash from leaving a half-wr
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from importlib.resources.abc import Traversable
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
 from lightning_offrl.data.d4rl_hdf5 import read_d4rl_attrs, read_d4rl_hdf5, write_d4rl_hdf5
 from lightning_offrl.data.minari_reader import find_local_minari, load_minari_arrays, minari_root
-from lightning_offrl.data.registry import DatasetSpec, get_dataset_spec, get_replica_builder
+from lightning_offrl.data.registry import DatasetSpec, get_dataset_spec, get_replica_builder, replica_inputs
 from lightning_offrl.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
+
+# The attribute of a replica file that records what its recipe read (see :func:`inputs_digest`).
+INPUTS_ATTR = "inputs_sha256"
 
 SourceName = Literal["auto", "d4rl", "minari", "replica"]
 SOURCES: tuple[str, ...] = ("auto", "d4rl", "minari", "replica")
@@ -206,6 +211,7 @@ def _replica(spec: DatasetSpec, seed: int, num_steps: int, progress: bool) -> Re
         raise ConfigError(f"a replica needs a positive number of steps, got {num_steps}")
     path = replica_path(spec.name, seed, num_steps)
     if path.is_file():
+        _check_replica_inputs(spec, seed, path)
         log.info("%s: using the cached replica %s", spec.name, path)
     else:
         build_replica(spec, seed, num_steps, path, progress)
@@ -218,12 +224,54 @@ def _replica(spec: DatasetSpec, seed: int, num_steps: int, progress: bool) -> Re
     return ResolvedDataset(spec.name, "replica", path, arrays, True, read_d4rl_attrs(path))
 
 
+def inputs_digest(files: Sequence[Traversable]) -> str:
+    """SHA-256 (hex) over the names and contents of ``files``, in order: what a replica was built from."""
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0")
+        with file.open("rb") as handle:
+            digest.update(handle.read())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _check_replica_inputs(spec: DatasetSpec, seed: int, path: Path) -> None:
+    """Refuses a cached replica built from other versions of the files its recipe reads (shipped policies).
+
+    A cache file is named by dataset, seed and size only; when a newer policy is shipped (an expert
+    trained further, a re-exported ant), the old file would silently stand for the new recipe.
+    """
+    try:
+        files = replica_inputs(spec)
+    except DatasetError:
+        return  # the recipe's files are not installed: the cached replica is all there is
+    if not files:
+        return
+    recorded = read_d4rl_attrs(path).get(INPUTS_ATTR)
+    names = ", ".join(file.name for file in files)
+    if recorded is None:
+        log.warning("%s: the cached replica %s does not record which %s it was built from (it predates that "
+                    "record) and is used as is; delete it to rebuild it from the installed files",
+                    spec.name, path, names)
+        return
+    installed = inputs_digest(files)
+    if recorded != installed:
+        raise DatasetError(
+            f"{spec.name}: the cached replica {path} was built from other versions of {names} than the ones "
+            f"installed now (sha256 {recorded[:12]} then, {installed[:12]} now). Delete it to rebuild the "
+            f"replica from the installed files (on the next fit, or with `lightning_offrl datasets make "
+            f"{spec.name} --seed {seed}`), or move it elsewhere and pass its path as data.path to keep "
+            "training on the old data."
+        )
+
+
 def build_replica(spec: DatasetSpec, seed: int, num_steps: int, out: Path, progress: bool = True) -> Path:
     """Builds a replica with the level's recipe and writes it atomically to ``out``.
 
     The file's attributes record the recipe: ``replica=True``, ``dataset``, ``recipe`` (the level),
     ``seed``, ``num_steps``, ``gym_id``, ``gymnasium_version``, ``mujoco_version``,
-    ``lightning_offrl_version``, ``created`` (UTC, ISO 8601) and ``build_seconds``.
+    ``lightning_offrl_version``, ``created`` (UTC, ISO 8601) and ``build_seconds``; for recipes that read
+    shipped files (policies), also ``inputs`` (their names) and ``inputs_sha256`` (:func:`inputs_digest`).
 
     Raises:
         DatasetError: no recipe exists for the level (the message says how to supply the data).
@@ -247,6 +295,9 @@ def build_replica(spec: DatasetSpec, seed: int, num_steps: int, out: Path, progr
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "build_seconds": round(build_seconds, 2),
     }
+    files = replica_inputs(spec)
+    if files:
+        attrs.update({"inputs": ",".join(file.name for file in files), INPUTS_ATTR: inputs_digest(files)})
     write_d4rl_hdf5(out, arrays, attrs)
     log.info("%s: replica built in %.1f s (%.0f steps/s)", spec.name, build_seconds,
              num_steps / max(build_seconds, 1e-9))

@@ -29,7 +29,7 @@ from lightning_offrl.collect.antmaze import (
 )
 from lightning_offrl.collect.maze_planner import GridPlanner
 from lightning_offrl.collect.policies import POLICY_DIR_ENV
-from lightning_offrl.data.registry import get_dataset_spec
+from lightning_offrl.data.registry import get_dataset_spec, replica_inputs
 from lightning_offrl.data.sources import resolve_dataset
 from lightning_offrl.envs.mazes import goal_reached, maze_task
 from lightning_offrl.envs.tasks import make_env
@@ -60,6 +60,16 @@ def test_builder_fails_clearly_without_the_goal_reaching_policy(
     for expected in ("goal-reaching ant policy", str(tmp_path / "empty" / "antgoal" / "goal_reaching.pt"),
                      TRAIN_COMMAND, EXPORT_COMMAND, "D4RL/antmaze/umaze-diverse-v1", "data.path"):
         assert expected in message
+
+
+def test_replicas_record_the_goal_reaching_policy_they_use(
+    tiny_policy_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    spec = get_dataset_spec("antmaze-umaze-diverse-v2")
+    assert [str(file) for file in replica_inputs(spec)] == [str(tiny_policy_dir / "antgoal" / "goal_reaching.pt")]
+    monkeypatch.setenv(POLICY_DIR_ENV, str(tmp_path / "empty"))
+    with pytest.raises(DatasetError, match="goal-reaching ant policy"):
+        replica_inputs(spec)
 
 
 def test_heading_frame_turns_with_the_ant_and_has_d4rls_norm() -> None:

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -31,7 +32,8 @@ from lightning_offrl.collect.policy_replicas import (
     replay_rows,
 )
 from lightning_offrl.collect.sac_online import SACConfig, train
-from lightning_offrl.data.registry import DatasetSpec, get_replica_builder
+from lightning_offrl.data.registry import DATASETS, DatasetSpec, get_replica_builder
+from lightning_offrl.data.sources import INPUTS_ATTR, resolve_dataset
 from lightning_offrl.envs.tasks import TASKS, TaskSpec, get_task, make_env
 from lightning_offrl.errors import DatasetError
 from lightning_offrl.networks import TanhGaussianActor
@@ -246,3 +248,36 @@ def test_provisional_medium_policy_is_announced(policy_dir: Path, caplog: pytest
     with caplog.at_level("WARNING", logger="lightning_offrl.collect.policy_replicas"):
         build_medium(_spec("medium", 50), seed=0, num_steps=50, progress=False)
     assert "provisional" in caplog.text and "target return 1000" in caplog.text
+
+
+def test_a_cached_replica_is_refused_once_its_policy_changes(
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec = _spec("medium", 300)
+    monkeypatch.setitem(DATASETS, spec.name, spec)
+
+    def resolve() -> Any:
+        return resolve_dataset(spec.name, source="replica", seed=77, num_steps=300, progress=False)
+
+    first = resolve()
+    assert first.attrs["inputs"] == "medium.pt" and len(first.attrs[INPUTS_ATTR]) == 64
+    assert resolve().attrs["created"] == first.attrs["created"]  # same policy: the cached file is used
+
+    meta = {"obs_dim": OBS_DIM, "act_dim": ACT_DIM, "hidden_dims": list(HIDDEN), "step": 60}
+    torch.save(actor_checkpoint(_actor(5), meta), policy_dir / "shorthopper" / "medium.pt")  # a new policy ships
+    with pytest.raises(DatasetError, match="other versions of medium.pt") as error:
+        resolve()
+    assert str(first.path) in str(error.value) and "data.path" in str(error.value)
+    assert first.path.is_file()  # refused, not deleted
+
+    with h5py.File(first.path, "a") as handle:  # a replica from before the record: used, with a warning
+        del handle.attrs[INPUTS_ATTR]
+    with caplog.at_level("WARNING"):
+        kept = resolve()
+    assert "does not record which medium.pt" in caplog.text
+    np.testing.assert_array_equal(kept.arrays["actions"], first.arrays["actions"])
+
+    first.path.unlink()  # deleted as the message says: rebuilt from the new policy
+    rebuilt = resolve()
+    assert rebuilt.attrs[INPUTS_ATTR] != first.attrs[INPUTS_ATTR]
+    assert not np.array_equal(rebuilt.arrays["actions"][:50], first.arrays["actions"][:50])
