@@ -191,14 +191,15 @@ def test_goal_reaching_training_resumes_exactly_and_exports(
 
 @pytest.mark.slow  # a CLI subprocess: ~30-60 s on 2 shared cores
 def test_tiny_antmaze_fit_runs_on_a_replica(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    # The headline config itself (antmaze-umaze-v2, r - 1, expectile 0.9), with tiny networks and budgets.
+    small = "[32, 32]"
     args = [
-        "fit", "--config", str(CONF / "iql_hopper.yaml"),
-        "--data.dataset", "antmaze-umaze-v2", "--data.replica_steps", "300",
-        "--data.reward_transform", "affine", "--data.reward_shift", "-1.0",
+        "fit", "--config", str(CONF / "dtql_antmaze.yaml"), "--data.replica_steps", "300",
         "--data.batch_size", "32", "--data.batches_per_step", "5", "--data.steps_per_epoch", "2",
-        "--model.init_args.hidden_dims", "[32, 32]", "--model.init_args.expectile", "0.9",
-        "--model.init_args.max_updates", "10", "--model.init_args.log_every", "5",
-        "--evaluation.interval", "10", "--evaluation.episodes", "1",
+        "--model.init_args.critic_hidden_dims", small, "--model.init_args.value_hidden_dims", small,
+        "--model.init_args.actor_hidden_dims", small, "--model.init_args.denoiser_hidden_dim", "32",
+        "--model.init_args.pretrain_updates", "5", "--model.init_args.max_updates", "10",
+        "--model.init_args.log_every", "5", "--evaluation.interval", "10", "--evaluation.episodes", "2",
         "--trainer.logger.init_args.name", "antmaze",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", POLICY_DIR_ENV: str(tiny_policy_dir)}
