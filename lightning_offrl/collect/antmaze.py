@@ -652,9 +652,6 @@ def build_antmaze(
     return arrays
 
 
-# Run as ``python -m lightning_offrl.collect.antmaze``, this file executes a second time as ``__main__``
-# after the package import has loaded (and registered) it as ``lightning_offrl.collect.antmaze``: only
-# that copy registers the builders, and it also runs the command line (bottom of the file).
 def _antmaze_inputs(spec: DatasetSpec) -> list[Traversable]:
     """What the antmaze recipe reads: the shipped goal-reaching policy (the registry's ``inputs``)."""
     location = goal_reaching_policy_file()
@@ -663,6 +660,9 @@ def _antmaze_inputs(spec: DatasetSpec) -> list[Traversable]:
     return [location]
 
 
+# Run as ``python -m lightning_offrl.collect.antmaze``, this file executes as ``__main__`` and the command
+# line then imports it under its own name (bottom of the file): only that copy registers the builders,
+# once, as any other import does.
 if __name__ != "__main__":
     for _level in LEVELS:
         register_replica_builder(_level, build_antmaze, inputs=_antmaze_inputs)
