@@ -66,7 +66,8 @@ def test_replicas_record_the_goal_reaching_policy_they_use(
     tiny_policy_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
     spec = get_dataset_spec("antmaze-umaze-diverse-v2")
-    assert [str(file) for file in replica_inputs(spec)] == [str(tiny_policy_dir / "antgoal" / "goal_reaching.pt")]
+    shipped = tiny_policy_dir / "antgoal" / "goal_reaching.pt"
+    assert [str(file) for file in replica_inputs(spec)] == [str(shipped)]
     monkeypatch.setenv(POLICY_DIR_ENV, str(tmp_path / "empty"))
     with pytest.raises(DatasetError, match="goal-reaching ant policy"):
         replica_inputs(spec)

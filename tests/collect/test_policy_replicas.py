@@ -264,7 +264,8 @@ def test_a_cached_replica_is_refused_once_its_policy_changes(
     assert resolve().attrs["created"] == first.attrs["created"]  # same policy: the cached file is used
 
     meta = {"obs_dim": OBS_DIM, "act_dim": ACT_DIM, "hidden_dims": list(HIDDEN), "step": 60}
-    torch.save(actor_checkpoint(_actor(5), meta), policy_dir / "shorthopper" / "medium.pt")  # a new policy ships
+    # A new medium policy ships.
+    torch.save(actor_checkpoint(_actor(5), meta), policy_dir / "shorthopper" / "medium.pt")
     with pytest.raises(DatasetError, match="other versions of medium.pt") as error:
         resolve()
     assert str(first.path) in str(error.value) and "data.path" in str(error.value)
