@@ -361,6 +361,14 @@ def save_goal_reaching_policy(
     return path
 
 
+def _shipped_policy_file(spec: DatasetSpec | None, directory: Traversable | None = None) -> Traversable:
+    """The goal-reaching policy's file; :class:`DatasetError` with the commands that make it if missing."""
+    location = goal_reaching_policy_file(directory)
+    if not location.is_file():
+        raise _missing_policy_error(location, spec)
+    return location
+
+
 def _missing_policy_error(location: Traversable, spec: DatasetSpec | None) -> DatasetError:
     what = f"{spec.name}: the antmaze replica" if spec is not None else "Building an antmaze replica"
     message = (
@@ -387,9 +395,7 @@ def load_goal_reaching_policy(
     Raises:
         DatasetError: the file is missing; the message gives the commands that make it.
     """
-    location = goal_reaching_policy_file(directory)
-    if not location.is_file():
-        raise _missing_policy_error(location, spec)
+    location = _shipped_policy_file(spec, directory)
     with location.open("rb") as handle:
         checkpoint = torch.load(handle, weights_only=True, map_location="cpu")
     if checkpoint["obs_dim"] != POLICY_OBS_DIM or checkpoint["act_dim"] != ACT_DIM:
@@ -654,10 +660,7 @@ def build_antmaze(
 
 def _antmaze_inputs(spec: DatasetSpec) -> list[Traversable]:
     """What the antmaze recipe reads: the shipped goal-reaching policy (the registry's ``inputs``)."""
-    location = goal_reaching_policy_file()
-    if not location.is_file():
-        raise _missing_policy_error(location, spec)
-    return [location]
+    return [_shipped_policy_file(spec)]
 
 
 # Run as ``python -m lightning_offrl.collect.antmaze``, this file executes as ``__main__`` and the command
