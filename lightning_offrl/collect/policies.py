@@ -218,14 +218,19 @@ def policy_files(env: str, roles: Sequence[str], directory: Traversable | None =
         DatasetError: one of them is not shipped.
     """
     directory = directory or policy_dir()
-    return [directory.joinpath(*_entry(env, role, directory)["file"].split("/")) for role in roles]
+    return [_shipped_file(directory, _entry(env, role, directory)["file"]) for role in roles]
 
 
-def _load_file(directory: Traversable, relative: str) -> dict[str, Any]:
+def _shipped_file(directory: Traversable, relative: str) -> Traversable:
+    """A file the manifest lists; :class:`DatasetError` if it is not in the policy folder."""
     path = directory.joinpath(*relative.split("/"))
     if not path.is_file():
         raise DatasetError(f"{relative} is listed in {MANIFEST_FILE} of {directory} but missing; reinstall the package")
-    with path.open("rb") as handle:
+    return path
+
+
+def _load_file(directory: Traversable, relative: str) -> dict[str, Any]:
+    with _shipped_file(directory, relative).open("rb") as handle:
         return torch.load(handle, weights_only=True, map_location="cpu")
 
 

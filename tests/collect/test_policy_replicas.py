@@ -282,3 +282,13 @@ def test_a_cached_replica_is_refused_once_its_policy_changes(
     rebuilt = resolve()
     assert rebuilt.attrs[INPUTS_ATTR] != first.attrs[INPUTS_ATTR]
     assert not np.array_equal(rebuilt.arrays["actions"][:50], first.arrays["actions"][:50])
+
+
+def test_policy_files_name_a_listed_but_missing_file(policy_dir: Path) -> None:
+    # The cache check hashes these files: a file the manifest lists but the folder lacks must give the
+    # project's DatasetError (which the check and the builders report), not a bare FileNotFoundError.
+    assert [path.name for path in policies.policy_files("shorthopper", ["medium", "expert"])] == ["medium.pt",
+                                                                                                  "expert.pt"]
+    (policy_dir / "shorthopper" / "expert.pt").unlink()
+    with pytest.raises(DatasetError, match="shorthopper/expert.pt is listed in manifest.json"):
+        policies.policy_files("shorthopper", ["medium", "expert"])
