@@ -210,18 +210,20 @@ def _replica(spec: DatasetSpec, seed: int, num_steps: int, progress: bool) -> Re
     if num_steps <= 0:
         raise ConfigError(f"a replica needs a positive number of steps, got {num_steps}")
     path = replica_path(spec.name, seed, num_steps)
-    if path.is_file():
-        _check_replica_inputs(spec, seed, path)
-        log.info("%s: using the cached replica %s", spec.name, path)
-    else:
+    cached = path.is_file()
+    if not cached:
         build_replica(spec, seed, num_steps, path, progress)
+    attrs = read_d4rl_attrs(path)
+    if cached:
+        _check_replica_inputs(spec, seed, path, attrs.get(INPUTS_ATTR))
+        log.info("%s: using the cached replica %s", spec.name, path)
     arrays = read_d4rl_hdf5(path)
     log.warning(
         "%s: using a lightning_offrl REPLICA (recipe %r, seed %d, %d transitions), not D4RL's data: "
         "its normalized scores are not comparable with published D4RL scores.", spec.name, spec.level, seed,
         len(arrays["rewards"]),
     )
-    return ResolvedDataset(spec.name, "replica", path, arrays, True, read_d4rl_attrs(path))
+    return ResolvedDataset(spec.name, "replica", path, arrays, True, attrs)
 
 
 def inputs_digest(files: Sequence[Traversable]) -> str:
@@ -235,11 +237,12 @@ def inputs_digest(files: Sequence[Traversable]) -> str:
     return digest.hexdigest()
 
 
-def _check_replica_inputs(spec: DatasetSpec, seed: int, path: Path) -> None:
+def _check_replica_inputs(spec: DatasetSpec, seed: int, path: Path, recorded: str | None) -> None:
     """Refuses a cached replica built from other versions of the files its recipe reads (shipped policies).
 
     A cache file is named by dataset, seed and size only; when a newer policy is shipped (an expert
     trained further, a re-exported ant), the old file would silently stand for the new recipe.
+    ``recorded`` is the file's ``inputs_sha256`` attribute (``None`` for files from before the record).
     """
     try:
         files = replica_inputs(spec)
@@ -247,7 +250,6 @@ def _check_replica_inputs(spec: DatasetSpec, seed: int, path: Path) -> None:
         return  # the recipe's files are not installed: the cached replica is all there is
     if not files:
         return
-    recorded = read_d4rl_attrs(path).get(INPUTS_ATTR)
     names = ", ".join(file.name for file in files)
     if recorded is None:
         log.warning("%s: the cached replica %s does not record which %s it was built from (it predates that "
