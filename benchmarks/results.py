@@ -14,6 +14,10 @@ interrupted sweep resumes where it stopped (finished runs are skipped).
         --updates 20000 --eval-set num_candidates=32 --eval-set temperature=1.0
 
     python benchmarks/results.py --table-only   # rebuild docs/results.md from runs.jsonl
+
+``--jobs N`` trains N runs at once, each in its own process (one core each with the default
+``OMP_NUM_THREADS=1``; on a GPU machine they share the GPU). Every record names the hardware it was
+trained on, and the table shows it beside the training time.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +41,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "docs" / "results" / "runs.jsonl"
 TABLE = ROOT / "docs" / "results.md"
 EVAL_SEED = 100_000
+
+
+def hardware() -> str:
+    """What ``fit`` trains on here (its accelerator is ``auto``): the GPU's name, else ``cpu``."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
 def load_runs() -> list[dict]:
@@ -66,17 +79,18 @@ def cli(args: list[str], log: Path) -> str:
 def one_run(config: str, dataset: str, seed: int, updates: int, episodes: int, overrides: list[str],
             eval_set: list[str], trained: dict | None = None) -> dict:
     """Trains, then evaluates; ``trained``, a finished run of the same training, lends its checkpoint."""
-    log = ROOT / "runs" / "results.log"
+    # Runs differing only in their overrides get their own folder, and every run its own named
+    # version, so that concurrent runs and sweeps never read each other's checkpoints or logs.
+    name = f"results/{config}/{dataset}/seed{seed}"
+    if overrides:
+        name += "/" + hashlib.sha1("\n".join(overrides).encode()).hexdigest()[:8]
+    log = ROOT / "runs" / name / "results.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     if trained is not None and (ROOT / trained["checkpoint"]).is_file():
-        ckpt, train_s = ROOT / trained["checkpoint"], trained["train_seconds"]
+        ckpt, train_s, device = ROOT / trained["checkpoint"], trained["train_seconds"], trained["hardware"]
     else:
-        # Runs differing only in their overrides get their own folder, and every run its own named
-        # version, so that concurrent sweeps never read each other's checkpoints.
-        name = f"results/{config}/{dataset}/seed{seed}"
-        if overrides:
-            name += "/" + hashlib.sha1("\n".join(overrides).encode()).hexdigest()[:8]
-        version = f"version_{time.strftime('%Y%m%dT%H%M%S')}_{os.getpid()}"
+        device = hardware()
+        version = f"version_{time.strftime('%Y%m%dT%H%M%S')}_{os.getpid()}_{threading.get_ident()}"
         start = time.time()
         cli(["fit", "--config", f"conf/{config}.yaml", "--data.dataset", dataset,
              "--seed_everything", str(seed), "--data.seed", str(seed),
@@ -91,7 +105,7 @@ def one_run(config: str, dataset: str, seed: int, updates: int, episodes: int, o
     ret = float(re.search(r"return: (-?[\d.]+)", out).group(1))
     return {"config": config, "dataset": dataset, "seed": seed, "updates": updates, "episodes": episodes,
             "overrides": overrides, "eval_set": eval_set, "normalized_score": score, "return": ret,
-            "train_seconds": round(train_s, 1), "replica": "replica" in out,
+            "train_seconds": round(train_s, 1), "hardware": device, "replica": "replica" in out,
             "checkpoint": str(ckpt.relative_to(ROOT))}
 
 
@@ -101,22 +115,24 @@ def render(runs: list[dict]) -> str:
         settings = [*run.get("overrides", [])]
         if run.get("eval_set"):
             settings.append("evaluated with " + ", ".join(run["eval_set"]))
-        groups[(run["dataset"], run["config"], run["updates"], tuple(settings))].append(run)
+        device = run.get("hardware", "cpu")
+        groups[(run["dataset"], run["config"], run["updates"], tuple(settings), device)].append(run)
     lines = [
         "| dataset | config | overrides | updates | seeds | normalized score (mean ± s.e. over seeds) | per seed | train min/run |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for (dataset, config, updates, overrides), group in sorted(groups.items()):
+    for (dataset, config, updates, overrides, device), group in sorted(groups.items()):
         scores = np.array([r["normalized_score"] for r in sorted(group, key=lambda r: r["seed"])])
         if len(scores) > 1:
             summary = f"{scores.mean():.1f} ± {scores.std(ddof=1) / np.sqrt(len(scores)):.1f}"
         else:
             summary = f"{scores[0]:.1f} (one seed)"
         minutes = np.mean([r["train_seconds"] for r in group]) / 60
+        where = "" if device == "cpu" else f" ({device})"
         lines.append(
             f"| {dataset}{' (replica)' if group[0]['replica'] else ''} | {config} | {' '.join(overrides) or '-'} | "
             f"{updates:,} | {len(scores)} | {summary} | "
-            f"{', '.join(f'{s:.1f}' for s in scores)} | {minutes:.1f} |"
+            f"{', '.join(f'{s:.1f}' for s in scores)} | {minutes:.1f}{where} |"
         )
     return "\n".join(lines)
 
@@ -143,28 +159,47 @@ def main() -> None:
     parser.add_argument("--eval-set", action="append", default=[], metavar="NAME=VALUE",
                         help="acting-time argument for `lightning_offrl evaluate --set` (repeatable); a "
                         "finished run with the same training is evaluated again instead of retrained")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     runs = load_runs()
+    failed = []
     if not args.table_only:
         done = {run_key(r) for r in runs}
         trained = {train_key(r): r for r in runs}
         RUNS.parent.mkdir(parents=True, exist_ok=True)
-        for dataset in args.datasets:
-            for config in args.configs:
-                for seed in args.seeds:
-                    spec = {"config": config, "dataset": dataset, "seed": seed, "updates": args.updates,
-                            "overrides": args.override, "eval_set": args.eval_set}
-                    if run_key(spec) in done:
-                        continue
-                    run = one_run(config, dataset, seed, args.updates, args.episodes, list(args.override),
-                                  list(args.eval_set), trained.get(train_key(spec)))
-                    print(json.dumps(run), flush=True)
-                    with open(RUNS, "a") as handle:
-                        handle.write(json.dumps(run) + "\n")
-                    runs.append(run)
-                    write_table(runs)
+        specs = [(config, dataset, seed) for dataset in args.datasets for config in args.configs
+                 for seed in args.seeds]
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = {}
+            for config, dataset, seed in specs:
+                spec = {"config": config, "dataset": dataset, "seed": seed, "updates": args.updates,
+                        "overrides": args.override, "eval_set": args.eval_set}
+                if run_key(spec) in done:
+                    continue
+                futures[pool.submit(one_run, config, dataset, seed, args.updates, args.episodes,
+                                    list(args.override), list(args.eval_set),
+                                    trained.get(train_key(spec)))] = spec
+            # Records are written here, by one thread, as runs finish; a failed run does not stop
+            # the others and is reported at the end.
+            for future in as_completed(futures):
+                try:
+                    run = future.result()
+                except RuntimeError as err:
+                    failed.append(futures[future])
+                    print(err, file=sys.stderr, flush=True)
+                    continue
+                print(json.dumps(run), flush=True)
+                with open(RUNS, "a") as handle:
+                    handle.write(json.dumps(run) + "\n")
+                runs.append(run)
+                write_table(runs)
     write_table(runs)
+    if failed:
+        sys.exit(f"{len(failed)} run(s) failed: " + ", ".join(
+            f"{s['config']} {s['dataset']} seed {s['seed']}" for s in failed))
 
 
 if __name__ == "__main__":
