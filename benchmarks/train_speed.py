@@ -7,6 +7,11 @@ training. The raw loop is plain PyTorch: ``torch.randint`` indices, ``nn.Sequent
 ``torch.optim.Adam``.
 
     python benchmarks/train_speed.py --method iql --updates 3000 --repeats 3
+    python benchmarks/train_speed.py --method iql --device cuda     # both paths on the GPU
+
+With ``--device cuda`` the transitions, the networks and the index draws of both paths live on the GPU
+(the framework path as ``fit`` runs there: ``accelerator="gpu"``, a device-resident sampler), and the
+clocks stop only after the GPU has finished the timed work.
 
 Methods with a raw loop are registered in ``RAW_LOOPS`` (one module ``benchmarks/raw_<method>.py``
 each, exposing ``make_raw_loop(buffer, batch_size) -> step()`` and ``make_module(obs_dim, act_dim)``).
@@ -37,11 +42,12 @@ def framework_rate(method: str, buffer, args) -> float:  # noqa: ANN001
     module = raw.make_module(buffer.obs_dim, buffer.act_dim, max_updates=10**9, log_every=1000)
     import torch
 
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(device=args.device).manual_seed(0)
     per_step = args.batches_per_step
     warm_steps = max(1, args.warmup // per_step)
     timed_steps = max(1, args.updates // per_step)
-    stream = BatchStream([(buffer, 1.0)], args.batch_size, per_step, warm_steps + timed_steps, generator)
+    stream = BatchStream([(buffer.to(args.device), 1.0)], args.batch_size, per_step, warm_steps + timed_steps,
+                         generator)
 
     class Clock(pl.Callback):
         # From the first timed training_step to the end of the last one: Trainer set-up and teardown
@@ -50,14 +56,17 @@ def framework_rate(method: str, buffer, args) -> float:  # noqa: ANN001
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # noqa: ANN001
             if batch_idx == warm_steps:
+                synchronize(args.device)
                 Clock.start = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: ANN001
+            synchronize(args.device)
             Clock.end = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = pl.Trainer(
-            default_root_dir=tmp, max_epochs=1, accelerator="cpu", devices=1,
+            default_root_dir=tmp, max_epochs=1, devices=1,
+            accelerator="gpu" if args.device == "cuda" else "cpu",
             logger=TensorBoardLogger(tmp, name="bench"), callbacks=[RichProgressBar(), Clock()],
             enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
         )
@@ -65,14 +74,28 @@ def framework_rate(method: str, buffer, args) -> float:  # noqa: ANN001
         return timed_steps * per_step / (Clock.end - Clock.start)
 
 
+def synchronize(device: str) -> None:
+    """Waits for queued GPU work, so that a clock read afterwards counts it."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def raw_rate(method: str, buffer, args) -> float:  # noqa: ANN001
+    import torch
+
     raw = importlib.import_module(f"raw_{method}")
-    step = raw.make_raw_loop(buffer, args.batch_size)
-    for _ in range(args.warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(args.updates):
-        step()
+    # The default device puts the raw loop's networks and its ``torch.randint`` draws where the data is.
+    with torch.device(args.device):
+        step = raw.make_raw_loop(buffer.to(args.device), args.batch_size)
+        for _ in range(args.warmup):
+            step()
+        synchronize(args.device)
+        start = time.perf_counter()
+        for _ in range(args.updates):
+            step()
+        synchronize(args.device)
     return args.updates / (time.perf_counter() - start)
 
 
@@ -80,7 +103,13 @@ def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--method", default="iql")
     parser.add_argument("--batches_per_step", type=int, default=10, help="updates per training_step")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both paths train")
     args = parser.parse_args()
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: torch sees no CUDA GPU on this machine (use --device cpu)")
     set_threads(args.threads)
     buffer = load_buffer(args.dataset, args.replica_steps)
     # Interleaved (raw, framework, raw, framework, ...) so both paths see the same machine load.
@@ -91,7 +120,8 @@ def main() -> None:
     raw, fw = statistics.median(raw_all), statistics.median(fw_all)
     print(f"\nraw loop:   {raw:8.1f} updates/s  {[round(r, 1) for r in raw_all]}")
     print(f"framework:  {fw:8.1f} updates/s  {[round(r, 1) for r in fw_all]}")
-    print(f"| {args.method} | {args.batch_size} | {args.threads} | {raw:.0f} | {fw:.0f} | {fw / raw:.2f}x |")
+    print(f"| {args.method} | {args.device} | {args.batch_size} | {args.threads} | {raw:.0f} | {fw:.0f} | "
+          f"{fw / raw:.2f}x |")
 
 
 if __name__ == "__main__":
