@@ -118,10 +118,10 @@ def main() -> None:
         raw_all.append(raw_rate(args.method, buffer, args))
         fw_all.append(framework_rate(args.method, buffer, args))
     raw, fw = statistics.median(raw_all), statistics.median(fw_all)
-    print(f"\nraw loop:   {raw:8.1f} updates/s  {[round(r, 1) for r in raw_all]}")
+    print(f"\non {args.device}")
+    print(f"raw loop:   {raw:8.1f} updates/s  {[round(r, 1) for r in raw_all]}")
     print(f"framework:  {fw:8.1f} updates/s  {[round(r, 1) for r in fw_all]}")
-    print(f"| {args.method} | {args.device} | {args.batch_size} | {args.threads} | {raw:.0f} | {fw:.0f} | "
-          f"{fw / raw:.2f}x |")
+    print(f"| {args.method} | {args.batch_size} | {args.threads} | {raw:.0f} | {fw:.0f} | {fw / raw:.2f}x |")
 
 
 if __name__ == "__main__":
