@@ -35,9 +35,10 @@ Differences from D4RL, on purpose:
   a torque range of 30, so 1000 steps cover 50 s instead of 100 s;
 * the goal-reaching ant is trained with a dense *progress* reward (the decrease of the distance to the
   goal per second, like Ant's forward reward) plus Ant's survival bonus and control cost, and sees the
-  goal direction in its heading frame, already at norm 10 (the form it is given while navigating),
-  instead of D4RL's ``-distance`` reward and world-frame goal: the skill is the same, walking towards a
-  commanded direction, and it is learned with fewer samples; a reached goal is replaced by a new one;
+  goal direction in its heading frame, already at norm 10 (the form it is given while navigating), and
+  its torso's horizontal velocity in the same frame, instead of D4RL's ``-distance`` reward and
+  world-frame goal: the skill is the same, walking towards a commanded direction; a reached goal is
+  replaced by a new one;
 * waypoints sit at cell centres (D4RL re-drew a ``U(0, 1)`` offset at every step, which biased the paths
   towards one corner of each cell) and the robot's cell is the nearest one (D4RL's ``_xy_to_rowcol`` was
   half a cell off).
@@ -116,11 +117,28 @@ CTRL_COST_WEIGHT = 0.5
 # The ant's own state in D4RL's antmaze observation: qpos[:15] + qvel[:14].
 ANT_QPOS, ANT_QVEL = 15, 14
 POLICY_OBS_DIM = (ANT_QPOS - 2) + ANT_QVEL + 2
+# What the policy's 29 inputs mean; recorded in the policy file, whose loader refuses another meaning.
+# 1 had the torso's velocity in the world frame, 2 turns it into the heading frame like the goal.
+POLICY_INPUT = 2
+RUN_INPUT_FILE = "policy_input"  # a training run's record of the version its actors see
 ACT_DIM = 8
 _PROGRESS_EVERY = 2_000
 
 
 # ------------------------------------------------------------------------------- policy inputs
+def _yaw(qpos: np.ndarray) -> np.ndarray:
+    """``(N,)`` the torso's heading angle from its quaternion ``w, x, y, z`` at ``qpos[:, 3:7]``."""
+    w, x, y, z = qpos[:, 3], qpos[:, 4], qpos[:, 5], qpos[:, 6]
+    return np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+
+
+def _turn_into_heading(vectors: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """``(N, 2)`` world-frame (or D4RL-frame) vectors seen from a frame turned by ``yaw``."""
+    cos, sin = np.cos(yaw), np.sin(yaw)
+    dx, dy = vectors[:, 0], vectors[:, 1]
+    return np.stack([cos * dx + sin * dy, -sin * dx + cos * dy], axis=1)
+
+
 def heading_frame(qpos: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """Rotates world-frame vectors into the ant's heading frame and rescales them to norm 10.
 
@@ -132,11 +150,7 @@ def heading_frame(qpos: np.ndarray, offset: np.ndarray) -> np.ndarray:
         ``(N, 2)`` the direction to the goal in the frame turned by the torso's yaw, at norm
         :data:`GOAL_DIRECTION_NORM` (D4RL's rescaling; zero offsets stay zero).
     """
-    w, x, y, z = qpos[:, 3], qpos[:, 4], qpos[:, 5], qpos[:, 6]
-    yaw = np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
-    cos, sin = np.cos(yaw), np.sin(yaw)
-    dx, dy = offset[:, 0], offset[:, 1]
-    local = np.stack([cos * dx + sin * dy, -sin * dx + cos * dy], axis=1)
+    local = _turn_into_heading(offset, _yaw(qpos))
     norm = np.linalg.norm(local, axis=1, keepdims=True)
     return np.where(norm > 1e-8, local * (GOAL_DIRECTION_NORM / np.maximum(norm, 1e-8)), 0.0)
 
@@ -144,15 +158,21 @@ def heading_frame(qpos: np.ndarray, offset: np.ndarray) -> np.ndarray:
 def policy_observation(qpos: np.ndarray, qvel: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """The goal-reaching policy's input: ``qpos[2:15] (13) + qvel[:14] (14) + heading-frame goal (2)``.
 
+    MuJoCo gives the torso's linear velocity (``qvel[0:3]``) in the world frame; its horizontal part is
+    turned into the heading frame like the goal (:data:`POLICY_INPUT`), so that the speed towards the
+    goal, which the training reward pays, is a product of two inputs given in one frame.
+
     Args:
         qpos: ``(N, >=15)``; qvel: ``(N, >=14)``; offset: ``(N, 2)`` goal minus position.
 
     Returns:
         ``(N, 29)`` float32.
     """
-    return np.concatenate(
-        [qpos[:, 2:ANT_QPOS], qvel[:, :ANT_QVEL], heading_frame(qpos, offset)], axis=1
-    ).astype(np.float32)
+    yaw = _yaw(qpos)
+    velocity = np.array(qvel[:, :ANT_QVEL], dtype=np.float64)
+    velocity[:, :2] = _turn_into_heading(velocity[:, :2], yaw)
+    features = np.concatenate([qpos[:, 2:ANT_QPOS], velocity, heading_frame(qpos, offset)], axis=1)
+    return features.astype(np.float32)
 
 
 # ------------------------------------------------------------------------- goal-reaching tasks
@@ -293,7 +313,25 @@ def train_goal_reaching_ant(
     """
     if config.env != TRAIN_TASK:
         raise ConfigError(f"the goal-reaching ant trains on the {TRAIN_TASK!r} task, got env={config.env!r}")
+    out = Path(out_dir)
+    if resume and (out / "state.pt").exists():
+        _check_run_inputs(out)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_INPUT_FILE).write_text(f"{POLICY_INPUT}\n")
     return train(config, out_dir, resume=resume, progress=progress, stop_after_steps=stop_after_steps)
+
+
+def _check_run_inputs(run: Path) -> None:
+    """Refuses a run whose actors were trained on another version of the policy's inputs."""
+    marker = run / RUN_INPUT_FILE
+    version = int(marker.read_text()) if marker.is_file() else 1
+    if version != POLICY_INPUT:
+        raise ConfigError(
+            f"{run} was trained on version {version} of the goal-reaching ant's inputs; this lightning_offrl "
+            f"feeds version {POLICY_INPUT} (the torso's velocity in the heading frame), so the run can be "
+            f"neither continued nor exported. Start a new run in another folder: `{TRAIN_COMMAND}`."
+        )
 
 
 def _numpy_policy(actor: TanhGaussianActor, noise_std: float, seed: int) -> Policy:
@@ -354,6 +392,7 @@ def save_goal_reaching_policy(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = actor_checkpoint(actor, {**meta, "obs_dim": POLICY_OBS_DIM, "act_dim": ACT_DIM,
+                                          "policy_input": POLICY_INPUT,
                                           "hidden_dims": [int(width) for width in hidden_dims]})
     tmp = path.with_name(path.name + ".tmp")
     torch.save(checkpoint, tmp)
@@ -403,6 +442,13 @@ def load_goal_reaching_policy(
             f"{location} maps {checkpoint['obs_dim']} inputs to {checkpoint['act_dim']} actions; the "
             f"goal-reaching ant needs {POLICY_OBS_DIM} -> {ACT_DIM}. Export it again with `{EXPORT_COMMAND}`."
         )
+    if checkpoint.get("policy_input", 1) != POLICY_INPUT:
+        raise DatasetError(
+            f"{location} was trained on version {checkpoint.get('policy_input', 1)} of the goal-reaching "
+            f"ant's inputs; this lightning_offrl feeds version {POLICY_INPUT} (the torso's velocity in the "
+            f"heading frame), so the policy would not walk where it is sent. Train a new run with "
+            f"`{TRAIN_COMMAND}` (in a new --out folder) and ship it with `{EXPORT_COMMAND}`."
+        )
     actor = actor_from_state(checkpoint["state_dict"], POLICY_OBS_DIM, ACT_DIM, checkpoint["hidden_dims"])
     meta = {key: value for key, value in checkpoint.items() if key != "state_dict"}
     return actor, meta
@@ -431,6 +477,7 @@ def export_goal_reaching_policy(
 
     Raises:
         DatasetError: the run has no evaluated actor checkpoints yet.
+        ConfigError: the run was trained on another version of the policy's inputs.
     """
     run = Path(run_dir)
     evals = [r for r in load_evals(run) if (run / ACTORS_DIR / f"actor_{r['step']:08d}.pt").is_file()]
@@ -438,6 +485,7 @@ def export_goal_reaching_policy(
         raise DatasetError(
             f"{run} has no evaluated actor checkpoints yet; train it with `{TRAIN_COMMAND}` first"
         )
+    _check_run_inputs(run)
     config = json.loads((run / "config.json").read_text())
     best: tuple[float, dict[str, Any], TanhGaussianActor] | None = None
     for record in sorted(evals, key=lambda r: r["eval_return"], reverse=True)[:candidates]:
@@ -460,7 +508,8 @@ def export_goal_reaching_policy(
         "reach_episodes": episodes,
         "reach_test": f"one goal at distance U({REACH_MIN_DISTANCE:g}, {GOAL_DISK_RADIUS:g}), "
                       f"{REACH_EPISODE_STEPS} steps to get within {REACH_RADIUS}",
-        "observation": "qpos[2:15] + qvel[:14] + goal direction in the heading frame at norm 10",
+        "observation": "qpos[2:15] + qvel[:14] (torso x-y velocity in the heading frame) + goal direction "
+                       "in the heading frame at norm 10",
     }
     target = Path(out_dir) if out_dir is not None else Path(str(policy_dir()))
     save_goal_reaching_policy(actor, checkpoint["hidden_dims"], meta, target / POLICY_SUBDIR / POLICY_FILE)

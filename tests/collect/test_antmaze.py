@@ -23,6 +23,7 @@ from lightning_offrl.collect.antmaze import (
     export_goal_reaching_policy,
     goal_reaching_config,
     heading_frame,
+    policy_observation,
     load_goal_reaching_policy,
     save_goal_reaching_policy,
     train_goal_reaching_ant,
@@ -33,7 +34,7 @@ from lightning_offrl.data.registry import get_dataset_spec, replica_inputs
 from lightning_offrl.data.sources import resolve_dataset
 from lightning_offrl.envs.mazes import goal_reached, maze_task
 from lightning_offrl.envs.tasks import make_env
-from lightning_offrl.errors import DatasetError
+from lightning_offrl.errors import ConfigError, DatasetError
 from lightning_offrl.networks import TanhGaussianActor
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -90,6 +91,45 @@ def test_heading_frame_turns_with_the_ant_and_has_d4rls_norm() -> None:
     # An ant facing +x sees a goal straight ahead as (10, 0).
     ahead = heading_frame(np.array([[0, 0, 0.75, 1, 0, 0, 0] + [0] * 8]), np.array([[3.0, 0.0]]))
     np.testing.assert_allclose(ahead, [[10.0, 0.0]], atol=1e-12)
+
+
+def test_policy_inputs_give_goal_and_torso_velocity_in_the_heading_frame() -> None:
+    rng = np.random.default_rng(1)
+    yaw = rng.uniform(-np.pi, np.pi, size=8)
+    qpos = rng.normal(size=(8, 15))
+    qpos[:, 3:7] = np.stack([np.cos(yaw / 2), 0 * yaw, 0 * yaw, np.sin(yaw / 2)], axis=1)
+    qvel, offset = rng.normal(size=(8, 14)), rng.normal(size=(8, 2)) * 5
+    features = policy_observation(qpos, qvel, offset)
+    assert features.shape == (8, 29) and features.dtype == np.float32
+    np.testing.assert_allclose(features[:, :13], qpos[:, 2:15], rtol=1e-6)
+    np.testing.assert_allclose(features[:, 15:27], qvel[:, 2:14], rtol=1e-6)  # the rest of qvel as it is
+    # Turning the whole scene (ant, its velocity, the goal) about z leaves the inputs unchanged ...
+    turn = 1.1
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    turned_qpos, turned_qvel = qpos.copy(), qvel.copy()
+    turned_qpos[:, 3], turned_qpos[:, 6] = np.cos((yaw + turn) / 2), np.sin((yaw + turn) / 2)
+    turned_qvel[:, :2] = qvel[:, :2] @ rotation.T
+    turned = policy_observation(turned_qpos, turned_qvel, offset @ rotation.T)
+    np.testing.assert_allclose(turned[:, 13:15], features[:, 13:15], atol=1e-5)
+    np.testing.assert_allclose(turned[:, 27:], features[:, 27:], atol=1e-5)
+    # ... and an ant facing +y that moves along +y sees its speed straight ahead.
+    facing_y = np.zeros((1, 15))
+    facing_y[0, 3], facing_y[0, 6] = np.cos(np.pi / 4), np.sin(np.pi / 4)
+    moving_y = np.zeros((1, 14))
+    moving_y[0, 1] = 2.0
+    ahead = policy_observation(facing_y, moving_y, np.array([[0.0, 3.0]]))
+    np.testing.assert_allclose(ahead[0, 13:15], [2.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(ahead[0, 27:], [10.0, 0.0], atol=1e-5)
+
+
+def test_a_policy_trained_on_other_inputs_is_refused(tiny_policy_dir: Path) -> None:
+    path = tiny_policy_dir / "antgoal" / "goal_reaching.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    load_goal_reaching_policy()  # the current version loads
+    checkpoint.pop("policy_input")  # files from before the record: version 1, world-frame velocity
+    torch.save(checkpoint, path)
+    with pytest.raises(DatasetError, match="version 1 of the goal-reaching ant's inputs"):
+        load_goal_reaching_policy()
 
 
 @pytest.mark.parametrize("name", ["antmaze-umaze-v2", "antmaze-medium-diverse-v2", "antmaze-large-play-v2"])
@@ -188,6 +228,13 @@ def test_goal_reaching_training_resumes_exactly_and_exports(
     assert loaded["reach_episodes"] == 1 and loaded["hidden_dims"] == [16, 16]
     with torch.no_grad():
         assert actor(torch.zeros(2, POLICY_OBS_DIM))[0].shape == (2, ACT_DIM)
+
+    # A run from before the input record (version 1 inputs) is neither continued nor exported.
+    (tmp_path / "split" / "policy_input").unlink()
+    with pytest.raises(ConfigError, match="version 1 of the goal-reaching ant's inputs"):
+        train_goal_reaching_ant(config, tmp_path / "split", resume=True, progress=False)
+    with pytest.raises(ConfigError, match="neither continued nor exported"):
+        export_goal_reaching_policy(tmp_path / "split", tmp_path / "exported2", episodes=1, candidates=1)
 
 
 @pytest.mark.slow  # a CLI subprocess: ~30-60 s on 2 shared cores
