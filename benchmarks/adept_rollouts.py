@@ -26,6 +26,8 @@ from typing import Any, Callable
 import lightning.pytorch as pl
 import torch
 
+from common import synchronize  # benchmarks/ is the script's folder, first on sys.path
+
 from lightning_offrl.algos.adept import ADEPT
 from lightning_offrl.data.datamodule import D4RLDataModule
 
@@ -44,11 +46,6 @@ def make_module(obs_dim: int, act_dim: int, learner: str, args: argparse.Namespa
         behavior_policy=behavior, diffusion_steps=args.diffusion_steps, rollout_starts=args.rollout_starts,
         rollout_horizon=args.horizon, **kwargs,
     )
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def rollout_throughput(

@@ -40,5 +40,11 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
+def synchronize(device: str | torch.device) -> None:
+    """Waits for the work queued on a GPU, so that a clock read afterwards counts it (no-op on a CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)

@@ -32,7 +32,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import base_parser, load_buffer, set_threads  # noqa: E402
+from common import base_parser, load_buffer, set_threads, synchronize  # noqa: E402
 
 from lightning_offrl.data.buffer import BatchStream  # noqa: E402
 
@@ -72,14 +72,6 @@ def framework_rate(method: str, buffer, args) -> float:  # noqa: ANN001
         )
         trainer.fit(module, train_dataloaders=stream)
         return timed_steps * per_step / (Clock.end - Clock.start)
-
-
-def synchronize(device: str) -> None:
-    """Waits for queued GPU work, so that a clock read afterwards counts it."""
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def raw_rate(method: str, buffer, args) -> float:  # noqa: ANN001
