@@ -266,12 +266,12 @@ def test_antmaze_config_without_data_fails_with_a_clear_message(
     from lightning_offrl.cli import main
     from lightning_offrl.collect.policies import POLICY_DIR_ENV
 
-    # No D4RL file, no Minari dataset (conftest isolates both) and no goal-reaching ant policy to
-    # build a replica with: the state of a fresh machine.
+    # No D4RL file, no Minari dataset (conftest isolates both) and a policy folder without the
+    # goal-reaching ant, so no replica can be built either.
     monkeypatch.setenv(POLICY_DIR_ENV, str(tmp_path))
     code = main(["fit", "--config", str(CONF / "dtql_antmaze.yaml"), "--model.init_args.max_updates", "10"])
     err = capsys.readouterr().err
-    # Until an antmaze dataset exists, fit stops before training, naming the dataset, what is missing
-    # and the ways to supply the data.
+    # Without any antmaze data, fit stops before training, naming the dataset, what is missing and
+    # the ways to supply the data.
     assert code == 2
     assert "antmaze-umaze-v2" in err and "data.path" in err and "Minari" in err
