@@ -150,7 +150,12 @@ def heading_frame(qpos: np.ndarray, offset: np.ndarray) -> np.ndarray:
         ``(N, 2)`` the direction to the goal in the frame turned by the torso's yaw, at norm
         :data:`GOAL_DIRECTION_NORM` (D4RL's rescaling; zero offsets stay zero).
     """
-    local = _turn_into_heading(offset, _yaw(qpos))
+    return _goal_direction(offset, _yaw(qpos))
+
+
+def _goal_direction(offset: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """:func:`heading_frame` for a known ``yaw``."""
+    local = _turn_into_heading(offset, yaw)
     norm = np.linalg.norm(local, axis=1, keepdims=True)
     return np.where(norm > 1e-8, local * (GOAL_DIRECTION_NORM / np.maximum(norm, 1e-8)), 0.0)
 
@@ -171,7 +176,7 @@ def policy_observation(qpos: np.ndarray, qvel: np.ndarray, offset: np.ndarray) -
     yaw = _yaw(qpos)
     velocity = np.array(qvel[:, :ANT_QVEL], dtype=np.float64)
     velocity[:, :2] = _turn_into_heading(velocity[:, :2], yaw)
-    features = np.concatenate([qpos[:, 2:ANT_QPOS], velocity, heading_frame(qpos, offset)], axis=1)
+    features = np.concatenate([qpos[:, 2:ANT_QPOS], velocity, _goal_direction(offset, yaw)], axis=1)
     return features.astype(np.float32)
 
 
