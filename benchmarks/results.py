@@ -50,6 +50,11 @@ def hardware() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
+def recorded_hardware(run: dict) -> str:
+    """Where a record's run trained; records from before the field were all trained on a CPU."""
+    return run.get("hardware", "cpu")
+
+
 def load_runs() -> list[dict]:
     if not RUNS.exists():
         return []
@@ -87,7 +92,8 @@ def one_run(config: str, dataset: str, seed: int, updates: int, episodes: int, o
     log = ROOT / "runs" / name / "results.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     if trained is not None and (ROOT / trained["checkpoint"]).is_file():
-        ckpt, train_s, device = ROOT / trained["checkpoint"], trained["train_seconds"], trained["hardware"]
+        ckpt, train_s = ROOT / trained["checkpoint"], trained["train_seconds"]
+        device = recorded_hardware(trained)
     else:
         device = hardware()
         version = f"version_{time.strftime('%Y%m%dT%H%M%S')}_{os.getpid()}_{threading.get_ident()}"
@@ -115,7 +121,7 @@ def render(runs: list[dict]) -> str:
         settings = [*run.get("overrides", [])]
         if run.get("eval_set"):
             settings.append("evaluated with " + ", ".join(run["eval_set"]))
-        device = run.get("hardware", "cpu")
+        device = recorded_hardware(run)
         groups[(run["dataset"], run["config"], run["updates"], tuple(settings), device)].append(run)
     lines = [
         "| dataset | config | overrides | updates | seeds | normalized score (mean ± s.e. over seeds) | per seed | train min/run |",
