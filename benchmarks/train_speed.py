@@ -46,8 +46,7 @@ def framework_rate(method: str, buffer, args) -> float:  # noqa: ANN001
     per_step = args.batches_per_step
     warm_steps = max(1, args.warmup // per_step)
     timed_steps = max(1, args.updates // per_step)
-    stream = BatchStream([(buffer.to(args.device), 1.0)], args.batch_size, per_step, warm_steps + timed_steps,
-                         generator)
+    stream = BatchStream([(buffer, 1.0)], args.batch_size, per_step, warm_steps + timed_steps, generator)
 
     class Clock(pl.Callback):
         # From the first timed training_step to the end of the last one: Trainer set-up and teardown
@@ -80,7 +79,7 @@ def raw_rate(method: str, buffer, args) -> float:  # noqa: ANN001
     raw = importlib.import_module(f"raw_{method}")
     # The default device puts the raw loop's networks and its ``torch.randint`` draws where the data is.
     with torch.device(args.device):
-        step = raw.make_raw_loop(buffer.to(args.device), args.batch_size)
+        step = raw.make_raw_loop(buffer, args.batch_size)
         for _ in range(args.warmup):
             step()
         synchronize(args.device)
@@ -103,7 +102,8 @@ def main() -> None:
         if not torch.cuda.is_available():
             parser.error("--device cuda: torch sees no CUDA GPU on this machine (use --device cpu)")
     set_threads(args.threads)
-    buffer = load_buffer(args.dataset, args.replica_steps)
+    # Moved once: every repeat of both paths reads the same device-resident transitions.
+    buffer = load_buffer(args.dataset, args.replica_steps).to(args.device)
     # Interleaved (raw, framework, raw, framework, ...) so both paths see the same machine load.
     raw_all, fw_all = [], []
     for _ in range(args.repeats):
