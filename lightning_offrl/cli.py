@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Sequence
 
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_offrl.algos.base import OfflineRLModule
@@ -66,6 +66,14 @@ class OffRLCLI(LightningCLI):
         trainer = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
         if trainer.get("strategy") == "ddp":
             trainer.strategy = "ddp_find_unused_parameters_true"
+        # The default rich progress bar is a callback that LightningCLI adds when it builds the trainer;
+        # `--trainer.enable_progress_bar false` drops it (Lightning refuses a progress-bar callback
+        # with the bar disabled), from the defaults and from callbacks the config names.
+        if trainer.get("enable_progress_bar") is False:
+            defaults = self.trainer_defaults.get("callbacks") or []
+            self.trainer_defaults["callbacks"] = [c for c in defaults if not _is_progress_bar(c)]
+            if trainer.get("callbacks"):
+                trainer.callbacks = [c for c in trainer.callbacks if not _is_progress_bar(c)]
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI (>= 2.3) re-applies the hyperparameters stored in a checkpoint on top of the
@@ -83,6 +91,15 @@ class OffRLCLI(LightningCLI):
         if trainer.fit_loop.max_epochs in (None, -1):
             updates_per_epoch = data.steps_per_epoch * data.batches_per_step
             trainer.fit_loop.max_epochs = max(1, math.ceil(model.max_updates / updates_per_epoch))
+
+
+def _is_progress_bar(callback: object) -> bool:
+    """Whether a trainer callback (an instance, or a config entry naming a class) is a progress bar."""
+    if isinstance(callback, ProgressBar):
+        return True
+    class_path = getattr(callback, "class_path", None) or (callback.get("class_path") if isinstance(callback, dict)
+                                                           else None)
+    return isinstance(class_path, str) and class_path.endswith("ProgressBar")
 
 
 def trainer_defaults() -> dict:

@@ -80,6 +80,15 @@ def test_bad_input_gets_one_clear_message(override: list[str], message: str, tmp
     assert "Traceback" not in result.stderr
 
 
+def test_fit_without_progress_bar(pointgoal_file: Path, tmp_path: Path) -> None:
+    """``--trainer.enable_progress_bar false`` drops the default rich bar instead of failing in Trainer."""
+    result = run_cli([*fit_args(pointgoal_file, 10, name="quiet"), "--trainer.enable_progress_bar", "false"],
+                     tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "runs" / "quiet" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    assert "Epoch" not in result.stdout + result.stderr  # no bar was drawn
+
+
 def test_missing_dataset_file_is_reported(tmp_path: Path) -> None:
     result = run_cli(["fit", "--config", str(CONF / "iql_hopper.yaml"), "--data.path", str(tmp_path / "x.hdf5")],
                      tmp_path)

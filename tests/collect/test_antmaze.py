@@ -237,16 +237,26 @@ def test_goal_reaching_training_resumes_exactly_and_exports(
         export_goal_reaching_policy(tmp_path / "split", tmp_path / "exported2", episodes=1, candidates=1)
 
 
+SMALL = "[32, 32]"
+TINY_MODELS = {  # each method's antmaze config with tiny networks and budgets
+    "dtql": ["--model.init_args.critic_hidden_dims", SMALL, "--model.init_args.value_hidden_dims", SMALL,
+             "--model.init_args.actor_hidden_dims", SMALL, "--model.init_args.denoiser_hidden_dim", "32",
+             "--model.init_args.pretrain_updates", "5"],
+    "iql": ["--model.init_args.hidden_dims", SMALL],
+    "swg": ["--model.init_args.critic_hidden_dims", SMALL, "--model.init_args.hidden_dim", "32",
+            "--model.init_args.num_blocks", "1", "--model.init_args.critic_updates", "5",
+            "--model.init_args.critic_batch_size", "32"],
+}
+
+
 @pytest.mark.slow  # a CLI subprocess: ~30-60 s on 2 shared cores
-def test_tiny_antmaze_fit_runs_on_a_replica(tiny_policy_dir: Path, tmp_path: Path) -> None:
-    # The headline config itself (antmaze-umaze-v2, r - 1, expectile 0.9), with tiny networks and budgets.
-    small = "[32, 32]"
+@pytest.mark.parametrize("method", sorted(TINY_MODELS))
+def test_tiny_antmaze_fit_runs_on_a_replica(method: str, tiny_policy_dir: Path, tmp_path: Path) -> None:
+    # The antmaze configs themselves (antmaze-umaze-v2, r - 1, expectile 0.9), with tiny networks and budgets.
     args = [
-        "fit", "--config", str(CONF / "dtql_antmaze.yaml"), "--data.replica_steps", "300",
+        "fit", "--config", str(CONF / f"{method}_antmaze.yaml"), "--data.replica_steps", "300",
         "--data.batch_size", "32", "--data.batches_per_step", "5", "--data.steps_per_epoch", "2",
-        "--model.init_args.critic_hidden_dims", small, "--model.init_args.value_hidden_dims", small,
-        "--model.init_args.actor_hidden_dims", small, "--model.init_args.denoiser_hidden_dim", "32",
-        "--model.init_args.pretrain_updates", "5", "--model.init_args.max_updates", "10",
+        *TINY_MODELS[method], "--model.init_args.max_updates", "10",
         "--model.init_args.log_every", "5", "--evaluation.interval", "10", "--evaluation.episodes", "2",
         "--trainer.logger.init_args.name", "antmaze",
     ]
