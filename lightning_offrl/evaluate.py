@@ -118,6 +118,7 @@ def main(argv: Sequence[str]) -> int:
     if overrides:
         print("with " + " ".join(f"{k}={v}" for k, v in overrides.items()))
     print(f"episodes: {len(returns)}  seed: {args.seed}")
-    print(f"return: {returns.mean():.1f} ± {se(returns):.1f}")
+    # Two decimals: antmaze returns are success fractions (0.02 is 2 successes in 100 episodes).
+    print(f"return: {returns.mean():.2f} ± {se(returns):.2f}")
     print(f"normalized score: {scores.mean():.1f} ± {se(scores):.1f}")
     return 0

@@ -274,15 +274,16 @@ class D4RLEvaluation(pl.Callback):
             rich.get_console().print(self.summary(trainer, update, metrics), soft_wrap=True)
 
     def summary(self, trainer: pl.Trainer, update: int, metrics: dict[str, float]) -> str:
-        """One console line, e.g. ``update 10000 | return 1234.5 ± 12.3 | normalized score 38.2 ± 0.4``."""
+        """One console line, e.g. ``update 10000 | return 1234.56 ± 12.34 | normalized score 38.2 ± 0.4``."""
         is_replica = bool(getattr(getattr(trainer, "datamodule", None), "is_replica", False))
 
-        def fmt(value: float) -> str:
-            return "n/a" if math.isnan(value) else f"{value:.1f}"
+        def fmt(value: float, digits: int = 1) -> str:
+            return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
+        # Returns get two decimals: an antmaze return is a success fraction (0.02 = 2 in 100 episodes).
         return (
             f"[bold]{self.resolved_dataset}[/bold] update {update} | "
-            f"return {fmt(metrics['eval/return'])} ± {fmt(metrics['eval/return_se'])} | "
+            f"return {fmt(metrics['eval/return'], 2)} ± {fmt(metrics['eval/return_se'], 2)} | "
             f"normalized score {fmt(metrics['eval/normalized_score'])} ± "
             f"{fmt(metrics['eval/normalized_score_se'])} | {int(metrics['eval/episodes'])} episodes"
             + (f" in {self.last_duration_s:.2f} s" if self.last_duration_s is not None else "")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import lightning.pytorch as pl
@@ -266,3 +267,13 @@ def test_ddp_ranks_shard_episodes_and_log_the_same_score(tmp_path: Path) -> None
     np.testing.assert_allclose(final["returns"], unsharded.returns, rtol=1e-6)
     assert math.isclose(final["logged"]["eval/normalized_score"],
                         unsharded.mean_normalized_score(COUNTDOWN_DATASET), rel_tol=1e-6)
+
+
+def test_summary_keeps_a_success_fraction_visible() -> None:
+    """An antmaze return is a success fraction: 2 successes in 100 episodes must not print as 0.0."""
+    evaluation = D4RLEvaluation(episodes=100, dataset="antmaze-umaze-v2")
+    evaluation.resolved_dataset = "antmaze-umaze-v2"
+    metrics = {"eval/return": 0.02, "eval/return_se": 0.014, "eval/normalized_score": 2.0,
+               "eval/normalized_score_se": 1.4, "eval/episodes": 100.0}
+    line = evaluation.summary(SimpleNamespace(datamodule=None), 20_000, metrics)
+    assert "return 0.02 ± 0.01" in line and "normalized score 2.0 ± 1.4" in line
