@@ -97,8 +97,9 @@ def _is_progress_bar(callback: object) -> bool:
     """Whether a trainer callback (an instance, or a config entry naming a class) is a progress bar."""
     if isinstance(callback, ProgressBar):
         return True
-    class_path = getattr(callback, "class_path", None) or (callback.get("class_path") if isinstance(callback, dict)
-                                                           else None)
+    class_path = getattr(callback, "class_path", None)
+    if class_path is None and isinstance(callback, dict):
+        class_path = callback.get("class_path")
     return isinstance(class_path, str) and class_path.endswith("ProgressBar")
 
 

@@ -274,7 +274,7 @@ class D4RLEvaluation(pl.Callback):
             rich.get_console().print(self.summary(trainer, update, metrics), soft_wrap=True)
 
     def summary(self, trainer: pl.Trainer, update: int, metrics: dict[str, float]) -> str:
-        """One console line, e.g. ``update 10000 | return 1234.56 ± 12.34 | normalized score 38.2 ± 0.4``."""
+        """One console line: ``update 10000 | return 1234.56 ± 12.34 | normalized score 38.2 ± 0.4``."""
         is_replica = bool(getattr(getattr(trainer, "datamodule", None), "is_replica", False))
 
         def fmt(value: float, digits: int = 1) -> str:
