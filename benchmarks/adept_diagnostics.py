@@ -1,0 +1,70 @@
+"""Signs of world-model exploitation in finished ADEPT runs, next to the learner alone.
+
+For every seed of a config on a dataset (the newest run that ``benchmarks/results.py`` left under
+``runs/results/<config>/<dataset>/seed<k>/``), prints the learner's critic loss at its first and last
+logged update, the world-model rollouts' mean predicted reward at the first and last round and their
+mean length, and the score of the fit's own last evaluation (its episodes are not
+the ones ``results.py`` scores). The data's own mean reward is printed on IQL's
+``return_range`` scale (the scale the rollouts' rewards are logged on for IQL-based configs): rollouts
+that earn more than the data while the policy scores less in the environment, with a critic loss that
+grows far beyond the learner's own, are the pattern docs/methods/adept.md describes.
+
+    python benchmarks/adept_diagnostics.py --dataset walker2d-medium-v2 \\
+        --configs iql_walker2d adept_iql_walker2d
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_offrl.data.d4rl_hdf5 import episode_returns
+from lightning_offrl.data.normalization import return_range_scale
+from lightning_offrl.data.sources import resolve_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--configs", nargs="+", required=True)
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "results")
+    args = parser.parse_args()
+
+    data = resolve_dataset(args.dataset, progress=False)
+    arrays = data.arrays
+    scale = return_range_scale(episode_returns(arrays))
+    print(f"{args.dataset}: data mean reward {np.mean(arrays['rewards']) * scale:.3f} on IQL's return_range "
+          f"scale; terminal rows {np.mean(arrays['terminals']):.2%}")
+    for config in args.configs:
+        for seed_dir in sorted((args.runs / config / args.dataset).glob("seed*")):
+            versions = sorted(seed_dir.glob("version_*"))
+            if not versions:
+                continue
+            logged = scalars(versions[-1])
+            line = f"  {config:<24} {seed_dir.name}:"
+            critic = logged.get("train/critic_loss")
+            if critic:
+                line += f" critic loss {critic[0]:.2f} -> {critic[-1]:.2f} (max {max(critic):.1f})"
+            reward = logged.get("train/rollout/mean_reward")
+            if reward:
+                length = np.mean(logged["train/rollout/mean_length"])
+                line += f"; rollout reward {reward[0]:.2f} -> {reward[-1]:.2f}, length {length:.2f}"
+            score = logged.get("eval/normalized_score")
+            if score:
+                line += f"; in-fit evaluation {score[-1]:.1f}"
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
