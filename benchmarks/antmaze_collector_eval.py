@@ -19,6 +19,7 @@ from lightning_offrl.collect.antmaze import (
     ACTION_NOISE_STD,
     AntNavigator,
     load_goal_reaching_policy,
+    numpy_policy,
     policy_observation,
 )
 from lightning_offrl.collect.maze_planner import GridPlanner
@@ -40,8 +41,7 @@ def main() -> None:
     env = make_env(args.dataset)
     maze_env = env.env  # MazeTaskEnv under the time limit: its state in D4RL's frame
     navigator = AntNavigator(task, GridPlanner(task.maze.free))
-    generator = torch.Generator().manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    policy = numpy_policy(actor, ACTION_NOISE_STD, args.seed)
     successes, lengths = 0, []
     for episode in range(args.episodes):
         obs, info = env.reset(seed=EVAL_SEED + episode)
@@ -50,12 +50,7 @@ def main() -> None:
             qpos, qvel = maze_env.state_d4rl()
             waypoint = navigator.waypoint(obs[:2], goal)
             features = policy_observation(qpos[None], qvel[None], (waypoint - obs[:2])[None])
-            with torch.no_grad():
-                mean, log_std = actor(torch.from_numpy(features))
-                noise = torch.randn(mean.shape, generator=generator)
-                action = torch.tanh(mean + log_std.exp() * noise)[0].numpy()
-            action = np.clip(action + rng.normal(0.0, ACTION_NOISE_STD, action.shape), -1.0, 1.0)
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, _ = env.step(policy(features[0]))
             if terminated or truncated:
                 break
         successes += int(reward > 0)

@@ -339,7 +339,7 @@ def _check_run_inputs(run: Path) -> None:
         )
 
 
-def _numpy_policy(actor: TanhGaussianActor, noise_std: float, seed: int) -> Policy:
+def numpy_policy(actor: TanhGaussianActor, noise_std: float, seed: int) -> Policy:
     """The actor as an ``antgoal-reach`` policy: its mode (``noise_std < 0``) or, as while collecting,
     a sampled action plus ``N(0, noise_std^2)``, clipped to ``[-1, 1]``."""
     space = gym.spaces.Box(-1.0, 1.0, shape=(ACT_DIM,))
@@ -371,7 +371,7 @@ def measure_reach_success(
     Returns:
         The success rate in ``[0, 1]``.
     """
-    returns = evaluate_policy(_numpy_policy(actor, noise_std, seed), REACH_TASK, episodes, seed=seed).returns
+    returns = evaluate_policy(numpy_policy(actor, noise_std, seed), REACH_TASK, episodes, seed=seed).returns
     return float(returns.mean())
 
 
