@@ -275,6 +275,28 @@ def _read_actor_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, weights_only=True, map_location="cpu")
 
 
+def _same_weights(a: Sequence[dict[str, torch.Tensor]], b: Sequence[dict[str, torch.Tensor]]) -> bool:
+    """Whether two sequences of actor state dicts hold the same tensors, bit for bit."""
+    return len(a) == len(b) and all(
+        x.keys() == y.keys() and all(torch.equal(x[name], y[name]) for name in x) for x, y in zip(a, b)
+    )
+
+
+def _keep_or_write(path: Path, obj: dict[str, Any], state_dicts: Any) -> dict[str, Any]:
+    """Writes ``obj`` to ``path`` unless the file there already holds the same weights; returns what is there.
+
+    A re-export (e.g. the expert's, which re-chooses the medium checkpoint) that lands on the actors
+    already shipped keeps their files byte for byte: the replicas cached from them record the files'
+    SHA-256 and stay valid, and the recorded training wall time stays the one of the shipped file.
+    """
+    if path.is_file():
+        shipped = _read_actor_checkpoint(path)
+        if _same_weights(state_dicts(shipped), state_dicts(obj)):
+            return shipped
+    torch.save(obj, path)
+    return obj
+
+
 def measure_policy(actor: TanhGaussianActor, env: str, episodes: int, seed: int) -> tuple[float, float]:
     """Mean returns of the deterministic actor and of sampled actions, ``episodes`` episodes each.
 
@@ -368,7 +390,7 @@ def export_run(
         actor = actor_from_state(checkpoint["state_dict"], checkpoint["obs_dim"], checkpoint["act_dim"],
                                  checkpoint["hidden_dims"])
         eval_return, sampled_return = measure_policy(actor, env, eval_episodes, eval_seed)
-        torch.save(checkpoint, out / env / f"{role}.pt")
+        checkpoint = _keep_or_write(out / env / f"{role}.pt", checkpoint, lambda c: [c["state_dict"]])
         info = PolicyInfo(
             env=env, role=role, file=f"{env}/{role}.pt", train_steps=step, eval_return=round(eval_return, 2),
             sampled_return=round(sampled_return, 2),
@@ -408,7 +430,7 @@ def export_run(
         "hidden_dims": snapshots[0]["hidden_dims"] if snapshots else list(config["hidden_dims"]),
         "state_dicts": [snapshot["state_dict"] for snapshot in snapshots],
     }
-    torch.save(blob, out / env / f"{MEDIUM_REPLAY}.pt")
+    _keep_or_write(out / env / f"{MEDIUM_REPLAY}.pt", blob, lambda b: b["state_dicts"])
     entries[MEDIUM_REPLAY] = asdict(ReplaySchedule(
         env=env, file=f"{env}/{MEDIUM_REPLAY}.pt", random_steps=random_steps, snapshot_steps=tuple(snapshot_steps),
         end_step=medium_step, seed=int(config["seed"]),

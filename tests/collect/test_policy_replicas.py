@@ -225,6 +225,29 @@ def test_export_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         assert torch.equal(tensor, saved["state_dict"][name])
     assert info.train_steps == expert_step and (out / info.file).stat().st_size < 1_000_000
 
+    # A re-export that lands on the actors already shipped keeps their files byte for byte (cached
+    # replicas record the files' SHA-256), though the run's files differ in metadata (the wall time).
+    names = ("medium.pt", "expert.pt", "medium_replay.pt")
+    shipped = {name: (out / "pendulum" / name).read_bytes() for name in names}
+    actor_paths = sorted((tmp_path / "run" / "actors").glob("actor_*.pt"))
+    for path in actor_paths:
+        checkpoint = torch.load(path, weights_only=True)
+        torch.save({**checkpoint, "wall_time_s": checkpoint["wall_time_s"] + 1000.0}, path)
+    again = export_run(tmp_path / "run", "pendulum", out, expert=True, snapshot_every=200, eval_episodes=2)
+    assert {name: (out / "pendulum" / name).read_bytes() for name in names} == shipped
+    assert again["medium"]["train_wall_time_s"] == entries["medium"]["train_wall_time_s"]
+    # New weights are written.
+    expert_path = tmp_path / "run" / "actors" / f"actor_{expert_step:08d}.pt"
+    checkpoint = torch.load(expert_path, weights_only=True)
+    checkpoint["state_dict"] = {name: tensor + 0.01 for name, tensor in checkpoint["state_dict"].items()}
+    torch.save(checkpoint, expert_path)
+    export_run(tmp_path / "run", "pendulum", out, expert=True, snapshot_every=200, eval_episodes=2)
+    assert load_manifest(out)["policies"]["pendulum"]["expert"]["train_steps"] == expert_step  # evals unchanged
+    assert (out / "pendulum" / "expert.pt").read_bytes() != shipped["expert.pt"]
+    actor, _ = load_behaviour_policy("pendulum", "expert")
+    for name, tensor in actor.state_dict().items():
+        assert torch.equal(tensor, checkpoint["state_dict"][name])
+
 
 def test_shipped_policies_load_and_fit_their_environment() -> None:
     manifest = load_manifest(policies.policy_dir())
