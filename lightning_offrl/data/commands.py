@@ -27,6 +27,7 @@ from lightning_offrl.data.registry import (
     buildable_levels,
     get_dataset_spec,
     list_dataset_names,
+    replica_inputs,
 )
 from lightning_offrl.data.sources import (
     available_sources,
@@ -43,17 +44,32 @@ def datasets_list() -> list[dict[str, Any]]:
     """One row per known dataset.
 
     Returns:
-        Rows with ``name``, ``level``, ``buildable`` (a replica recipe exists for the level),
-        ``num_steps`` (D4RL's size) and the sources present: ``d4rl`` (file), ``minari`` (id),
-        ``replica`` (cached file), each ``None`` when absent.
+        Rows with ``name``, ``level``, ``buildable`` (a replica can be built here: the level has a
+        recipe and the files it reads, such as a behaviour policy, are shipped), ``unbuildable_why``
+        (``None``, ``"no recipe"`` or the missing file's error), ``num_steps`` (D4RL's size) and the
+        sources present: ``d4rl`` (file), ``minari`` (id), ``replica`` (cached file), each ``None`` when
+        absent.
     """
     levels = set(buildable_levels())
     rows = []
     for name in list_dataset_names():
         spec = get_dataset_spec(name)
-        rows.append({"name": name, "level": spec.level, "buildable": spec.level in levels,
+        why = None if spec.level in levels else "no recipe"
+        if why is None:
+            try:
+                replica_inputs(spec)
+            except DatasetError as error:
+                why = str(error)
+        rows.append({"name": name, "level": spec.level, "buildable": why is None, "unbuildable_why": why,
                      "num_steps": spec.num_steps, **available_sources(name)})
     return rows
+
+
+def _recipe_label(row: dict[str, Any]) -> str:
+    """The list's replica column: ``yes``, ``-`` (no recipe) or what is missing for the recipe."""
+    if row["buildable"]:
+        return "yes"
+    return "-" if row["unbuildable_why"] == "no recipe" else "policy not shipped"
 
 
 def print_datasets_list(rows: list[dict[str, Any]], console: Console | None = None) -> None:
@@ -67,7 +83,7 @@ def print_datasets_list(rows: list[dict[str, Any]], console: Console | None = No
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
-            row["name"], row["level"], f"{row['num_steps']:,}", "yes" if row["buildable"] else "-",
+            row["name"], row["level"], f"{row['num_steps']:,}", _recipe_label(row),
             _present(row["d4rl"], file_name=True), _present(row["minari"]),
             _present(_replica_label(row["replica"])),
         )

@@ -10,7 +10,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from rich.console import Console
 
+from lightning_offrl.collect.policies import POLICY_DIR_ENV
 from lightning_offrl.data import registry, sources
 from lightning_offrl.data.commands import (
     add_datasets_parser,
@@ -18,6 +20,7 @@ from lightning_offrl.data.commands import (
     datasets_list,
     datasets_make,
     main,
+    print_datasets_list,
     run_datasets_command,
 )
 from lightning_offrl.data.d4rl_hdf5 import read_d4rl_attrs, read_d4rl_hdf5, write_d4rl_hdf5
@@ -229,6 +232,21 @@ def test_available_sources(tmp_path: Path, fake_builder: list) -> None:
 
 
 # ------------------------------------------------------------------------------------- commands
+def test_datasets_list_says_which_replicas_can_be_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv(POLICY_DIR_ENV, str(tmp_path))  # no behaviour policy shipped
+    rows = {row["name"]: row for row in datasets_list()}
+    assert rows["hopper-random-v2"]["buildable"] and rows["hopper-random-v2"]["unbuildable_why"] is None
+    for level in ("medium", "expert", "medium-expert", "medium-replay"):
+        row = rows[f"hopper-{level}-v2"]
+        assert not row["buildable"], level
+        assert "is not shipped yet" in row["unbuildable_why"] and "--data.path" in row["unbuildable_why"]
+    print_datasets_list(list(rows.values()), Console(width=200))
+    lines = {line.split()[1]: line for line in capsys.readouterr().out.splitlines() if "-v2 " in line}
+    assert "policy not shipped" in lines["hopper-expert-v2"]
+    assert "policy not shipped" not in lines["hopper-random-v2"]
+
+
 def test_datasets_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     rows = {row["name"]: row for row in datasets_list()}
     assert rows["hopper-random-v2"]["buildable"] and rows["hopper-random-v2"]["replica"] is None
