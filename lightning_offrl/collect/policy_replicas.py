@@ -13,7 +13,7 @@ Importing this module registers the four builders with :mod:`lightning_offrl.dat
   gradient step, the number of rows follows D4RL rather than our run's length, and the trajectories are
   new draws from those policies (the buffer's own states are not shipped).
 * ``medium-expert``: ``medium`` followed by ``expert`` (``num_steps // 2`` rows each, same seed), D4RL's
-  concatenation.
+  concatenation; a half whose replica is cached (same seed, size and shipped policy) is read, not generated.
 
 Episode semantics follow D4RL: ``terminals`` marks true failures only (Gymnasium's ``terminated``),
 ``timeouts`` the 1000-step limit (``truncated`` without ``terminated``) and the final row when the budget
@@ -48,7 +48,9 @@ from lightning_offrl.collect.policies import (
 )
 from lightning_offrl.collect.progress import StepProgress
 from lightning_offrl.collect.random import d4rl_arrays
+from lightning_offrl.data.d4rl_hdf5 import read_d4rl_attrs, read_d4rl_hdf5
 from lightning_offrl.data.registry import DatasetSpec, register_replica_builder
+from lightning_offrl.data.sources import INPUTS_ATTR, inputs_digest, replica_path
 from lightning_offrl.envs.tasks import make_env
 from lightning_offrl.errors import DatasetError
 from lightning_offrl.networks import TanhGaussianActor
@@ -261,9 +263,28 @@ def build_medium_expert(spec: DatasetSpec, seed: int, num_steps: int, progress: 
     # Both policies are loaded first so a missing expert fails before the medium half is generated.
     load_behaviour_policy(spec.domain, "medium")
     load_behaviour_policy(spec.domain, "expert")
-    medium = _policy_level(spec, "medium", seed, num_steps // 2, progress)
-    expert = _policy_level(spec, "expert", seed, num_steps - num_steps // 2, progress)
+    halves = []
+    for role, rows in (("medium", num_steps // 2), ("expert", num_steps - num_steps // 2)):
+        cached = _cached_half(spec, role, seed, rows)
+        halves.append(cached if cached is not None else _policy_level(spec, role, seed, rows, progress))
+    medium, expert = halves
     return {key: np.concatenate([medium[key], expert[key]]) for key in medium}
+
+
+def _cached_half(spec: DatasetSpec, role: str, seed: int, num_steps: int) -> dict[str, np.ndarray] | None:
+    """The cached ``<domain>-<role>`` replica of this seed and size, if built from the policy shipped now.
+
+    Each half of medium-expert is the medium or expert replica of the same seed and size, row for row, so
+    a cached one is read instead of generated again; a replica built from another policy file (its recorded
+    SHA-256 differs) is not used.
+    """
+    path = replica_path(spec.name.replace(f"-{spec.level}-", f"-{role}-"), seed, num_steps)
+    if not path.is_file():
+        return None
+    if read_d4rl_attrs(path).get(INPUTS_ATTR) != inputs_digest(policy_files(spec.domain, [role])):
+        return None
+    log.info("%s: the %s half is the cached replica %s", spec.name, role, path)
+    return read_d4rl_hdf5(path)
 
 
 def _reads(*roles: str) -> Callable[[DatasetSpec], list[Traversable]]:

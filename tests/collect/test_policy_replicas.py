@@ -182,6 +182,34 @@ def test_medium_expert_is_medium_followed_by_expert(policy_dir: Path) -> None:
         np.testing.assert_array_equal(both[key], np.concatenate([medium[key], expert[key]]), err_msg=key)
 
 
+def test_medium_expert_reads_cached_halves(policy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIGHTNING_OFFRL_CACHE", str(tmp_path / "cache"))
+    fresh = build_medium_expert(_spec("medium-expert", 1200), seed=5, num_steps=1200, progress=False)
+    for level in ("medium", "expert"):
+        resolve_dataset(f"shorthopper-{level}-v2", source="replica", seed=5, num_steps=600, progress=False)
+    calls = []
+    real_rollout = policy_replicas.rollout
+
+    def counting_rollout(*args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+        calls.append(args[1])
+        return real_rollout(*args, **kwargs)
+
+    monkeypatch.setattr(policy_replicas, "rollout", counting_rollout)
+    both = build_medium_expert(_spec("medium-expert", 1200), seed=5, num_steps=1200, progress=False)
+    assert calls == [] and both.keys() == fresh.keys()  # both halves read from the cache, nothing generated
+    for key in fresh:
+        np.testing.assert_array_equal(both[key], fresh[key], err_msg=key)
+        assert both[key].dtype == fresh[key].dtype, key
+
+    # A new expert policy: its cached replica is stale, so that half is generated again from the new actor.
+    meta = {"obs_dim": OBS_DIM, "act_dim": ACT_DIM, "hidden_dims": list(HIDDEN)}
+    torch.save(actor_checkpoint(_actor(3), {**meta, "step": 90}), policy_dir / "shorthopper" / "expert.pt")
+    again = build_medium_expert(_spec("medium-expert", 1200), seed=5, num_steps=1200, progress=False)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(again["actions"][:600], fresh["actions"][:600])
+    assert not np.array_equal(again["actions"][600:], fresh["actions"][600:])
+
+
 def test_missing_policy_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(POLICY_DIR_ENV, str(tmp_path))  # an empty policy folder
     spec = DatasetSpec("hopper-expert-v2", "hopper", "expert", get_task("hopper"), 1000)
