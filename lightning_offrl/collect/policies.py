@@ -36,7 +36,7 @@ import torch
 
 from lightning_offrl.envs.evaluation import Policy, evaluate_policy
 from lightning_offrl.envs.tasks import get_task, make_env
-from lightning_offrl.errors import DatasetError
+from lightning_offrl.errors import ConfigError, DatasetError
 from lightning_offrl.networks import TanhGaussianActor
 
 POLICY_DIR_ENV = "LIGHTNING_OFFRL_POLICY_DIR"
@@ -353,6 +353,7 @@ def export_run(
     snapshot_every: int = 20_000,
     eval_episodes: int = 10,
     eval_seed: int = 1_000_003,
+    keep_medium: bool = False,
 ) -> dict[str, Any]:
     """Writes the medium actor, the medium-replay actor sequence and (with ``expert``) the expert actor.
 
@@ -370,6 +371,10 @@ def export_run(
             run's actor checkpoint interval.
         eval_episodes: episodes per measured return.
         eval_seed: seed of those episodes.
+        keep_medium: with ``expert``, leave the shipped medium and medium-replay as they are (their
+            manifest entries keep the target they were chosen against) instead of choosing them again
+            against the new expert: for an expert trained short of D4RL's, whose third would move the
+            medium below D4RL's level and change every replica and result built on it.
 
     Returns:
         The manifest entries written for ``env``.
@@ -399,9 +404,14 @@ def export_run(
         )
         return asdict(info)
 
+    if keep_medium and not (expert and "medium" in entries and MEDIUM_REPLAY in entries):
+        raise ConfigError("keep_medium exports an expert beside a shipped medium: pass expert=True (--expert), "
+                          f"and export {env}'s medium first (without --keep-medium)")
     if expert:
         best = max(evals, key=lambda record: record["eval_return"])
         entries["expert"] = export_actor(int(best["step"]), "expert", {})
+    if keep_medium:
+        return _write_entries(out, manifest, env, entries, run, config, evals)
     if "expert" in entries:
         target, reference = entries["expert"]["eval_return"] / 3.0, "expert policy"
     else:
@@ -436,6 +446,12 @@ def export_run(
         end_step=medium_step, seed=int(config["seed"]),
     ))
     entries[MEDIUM_REPLAY]["snapshot_steps"] = list(snapshot_steps)
+    return _write_entries(out, manifest, env, entries, run, config, evals)
+
+
+def _write_entries(out: Path, manifest: dict[str, Any], env: str, entries: dict[str, Any], run: Path,
+                   config: dict[str, Any], evals: list[dict[str, Any]]) -> dict[str, Any]:
+    """Records ``env``'s entries and the run's progress in the manifest of ``out``; returns the entries."""
     run_steps = max(int(record["step"]) for record in evals)
     if (run / STATE_FILE).exists():
         run_steps = int(torch.load(run / STATE_FILE, weights_only=False, map_location="cpu")["counters"]["env_steps"])
@@ -459,13 +475,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     export.add_argument("--run", required=True, help="the SAC run folder (e.g. /work/runs/behaviour/hopper)")
     export.add_argument("--out", default=None, help="policy folder (default: the package's assets/policies)")
     export.add_argument("--expert", action="store_true", help="also export the expert (run trained to completion)")
+    export.add_argument("--keep-medium", action="store_true",
+                        help="with --expert: keep the shipped medium and medium-replay instead of choosing them "
+                             "again against a third of the new expert's return")
     export.add_argument("--snapshot-every", type=int, default=20_000)
     export.add_argument("--eval-episodes", type=int, default=10)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.command == "export":
         entries = export_run(args.run, args.env, args.out, expert=args.expert, snapshot_every=args.snapshot_every,
-                             eval_episodes=args.eval_episodes)
+                             eval_episodes=args.eval_episodes, keep_medium=args.keep_medium)
         print(json.dumps(entries, indent=2))
         return
     for env, entries in load_manifest()["policies"].items():

@@ -35,7 +35,7 @@ from lightning_offrl.collect.sac_online import SACConfig, train
 from lightning_offrl.data.registry import DATASETS, DatasetSpec, get_replica_builder
 from lightning_offrl.data.sources import INPUTS_ATTR, resolve_dataset
 from lightning_offrl.envs.tasks import TASKS, TaskSpec, get_task, make_env
-from lightning_offrl.errors import DatasetError
+from lightning_offrl.errors import ConfigError, DatasetError
 from lightning_offrl.networks import TanhGaussianActor
 
 # Hopper with 40-step episodes: a weak policy falls within ~20-60 steps, so the data holds both true
@@ -275,6 +275,38 @@ def test_export_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     actor, _ = load_behaviour_policy("pendulum", "expert")
     for name, tensor in actor.state_dict().items():
         assert torch.equal(tensor, checkpoint["state_dict"][name])
+
+
+def test_expert_export_can_keep_the_shipped_medium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(TASKS, "pendulum", TaskSpec("pendulum", "Pendulum-v1", -1500.0, -150.0, 200))
+    config = SACConfig(env="pendulum", total_steps=500, hidden_dims=(16, 16), batch_size=32, random_steps=100,
+                       eval_every=100, eval_episodes=1, actor_checkpoint_every=100, state_every=500)
+    train(config, tmp_path / "run", progress=False)
+    out = tmp_path / "policies"
+    with pytest.raises(ConfigError, match="export pendulum's medium first"):
+        export_run(tmp_path / "run", "pendulum", out, expert=True, snapshot_every=200, eval_episodes=1,
+                   keep_medium=True)
+    # Evaluations set so that D4RL's third (-50) chooses step 200 and the expert's (500: -10) another one.
+    evals_path = tmp_path / "run" / "evals.json"
+    evals = json.loads(evals_path.read_text())
+    for record, value in zip(evals, [-900.0, -40.0, -600.0, -700.0, -10.0]):
+        record["eval_return"] = value
+    evals_path.write_text(json.dumps(evals))
+    assert [record["step"] for record in evals] == [100, 200, 300, 400, 500]
+    assert choose_medium_step(evals, -10.0 / 3) != 200
+    first = export_run(tmp_path / "run", "pendulum", out, snapshot_every=200, eval_episodes=1)
+    assert first["medium"]["target_reference"] == "D4RL ref_max_score" and "expert" not in first
+    assert first["medium"]["train_steps"] == 200
+    shipped = {name: (out / "pendulum" / name).read_bytes() for name in ("medium.pt", "medium_replay.pt")}
+
+    kept = export_run(tmp_path / "run", "pendulum", out, expert=True, snapshot_every=200, eval_episodes=1,
+                      keep_medium=True)
+    assert kept["expert"]["train_steps"] == evals[-1]["step"]
+    assert kept["medium"] == first["medium"] and kept["medium_replay"] == first["medium_replay"]
+    assert {name: (out / "pendulum" / name).read_bytes() for name in shipped} == shipped
+    assert load_manifest(out)["policies"]["pendulum"] == kept
+    with pytest.raises(ConfigError, match="pass expert=True"):
+        export_run(tmp_path / "run", "pendulum", out, snapshot_every=200, eval_episodes=1, keep_medium=True)
 
 
 def test_shipped_policies_load_and_fit_their_environment() -> None:
