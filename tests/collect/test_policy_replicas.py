@@ -229,11 +229,16 @@ def test_choose_medium_step_is_the_early_stop() -> None:
     assert choose_medium_step(evals, 5000) == 50  # never reached: the best so far
 
 
-def test_export_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _train_pendulum_run(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 500-step SAC run on Pendulum with an evaluated actor checkpoint every 100 steps."""
     monkeypatch.setitem(TASKS, "pendulum", TaskSpec("pendulum", "Pendulum-v1", -1500.0, -150.0, 200))
     config = SACConfig(env="pendulum", total_steps=500, hidden_dims=(16, 16), batch_size=32, random_steps=100,
                        eval_every=100, eval_episodes=1, actor_checkpoint_every=100, state_every=500)
-    train(config, tmp_path / "run", progress=False)
+    train(config, run, progress=False)
+
+
+def test_export_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _train_pendulum_run(tmp_path / "run", monkeypatch)
     out = tmp_path / "policies"
     entries = export_run(tmp_path / "run", "pendulum", out, expert=True, snapshot_every=200, eval_episodes=2)
     manifest = load_manifest(out)
@@ -278,10 +283,7 @@ def test_export_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_expert_export_can_keep_the_shipped_medium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(TASKS, "pendulum", TaskSpec("pendulum", "Pendulum-v1", -1500.0, -150.0, 200))
-    config = SACConfig(env="pendulum", total_steps=500, hidden_dims=(16, 16), batch_size=32, random_steps=100,
-                       eval_every=100, eval_episodes=1, actor_checkpoint_every=100, state_every=500)
-    train(config, tmp_path / "run", progress=False)
+    _train_pendulum_run(tmp_path / "run", monkeypatch)
     out = tmp_path / "policies"
     with pytest.raises(ConfigError, match="export pendulum's medium first"):
         export_run(tmp_path / "run", "pendulum", out, expert=True, snapshot_every=200, eval_episodes=1,
