@@ -49,7 +49,12 @@ from lightning_offrl.collect.policies import (
 from lightning_offrl.collect.progress import StepProgress
 from lightning_offrl.collect.random import d4rl_arrays
 from lightning_offrl.data.d4rl_hdf5 import read_d4rl_attrs, read_d4rl_hdf5
-from lightning_offrl.data.registry import DatasetSpec, register_replica_builder
+from lightning_offrl.data.registry import (
+    DatasetSpec,
+    get_dataset_spec,
+    register_replica_builder,
+    replica_inputs,
+)
 from lightning_offrl.data.sources import INPUTS_ATTR, inputs_digest, replica_path
 from lightning_offrl.envs.tasks import make_env
 from lightning_offrl.errors import DatasetError
@@ -278,10 +283,11 @@ def _cached_half(spec: DatasetSpec, role: str, seed: int, num_steps: int) -> dic
     a cached one is read instead of generated again; a replica built from another policy file (its recorded
     SHA-256 differs) is not used.
     """
-    path = replica_path(spec.name.replace(f"-{spec.level}-", f"-{role}-"), seed, num_steps)
+    half = get_dataset_spec(spec.name.replace(f"-{spec.level}-", f"-{role}-"))
+    path = replica_path(half.name, seed, num_steps)
     if not path.is_file():
         return None
-    if read_d4rl_attrs(path).get(INPUTS_ATTR) != inputs_digest(policy_files(spec.domain, [role])):
+    if read_d4rl_attrs(path).get(INPUTS_ATTR) != inputs_digest(replica_inputs(half)):
         return None
     log.info("%s: the %s half is the cached replica %s", spec.name, role, path)
     return read_d4rl_hdf5(path)
