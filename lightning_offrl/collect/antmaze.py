@@ -62,7 +62,6 @@ import json
 import logging
 import math
 import sys
-import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -84,6 +83,7 @@ from lightning_offrl.collect.policies import (
 from lightning_offrl.collect.progress import StepProgress
 from lightning_offrl.collect.sac_online import EXIT_INTERRUPTED, SACConfig, TrainResult, train
 from lightning_offrl.data.registry import DatasetSpec, register_replica_builder
+from lightning_offrl.envs.d4rl_ant import D4RL_ANT, is_flipped, write_d4rl_ant_xml
 from lightning_offrl.envs.evaluation import Policy, evaluate_policy
 from lightning_offrl.envs.mazes import Cell, MazeTask, MazeTaskEnv, goal_reached, maze_task, private_tempdir
 from lightning_offrl.envs.tasks import TaskSpec, make_env, register_task
@@ -107,7 +107,7 @@ GOAL_DIRECTION_NORM = 10.0  # the relative waypoint is rescaled to this norm bef
 ACTION_NOISE_STD = 0.2
 EPISODE_STEPS = 1000
 GOAL_DISK_RADIUS = 10.0  # disk_goal_sampler: training goals within 10 of the ant
-# The reach test of a trained policy: one goal at distance U(4, 10), 500 steps (25 s) to get within 0.5.
+# The reach test of a trained policy: one goal at distance U(4, 10), 500 steps (50 s) to get within 0.5.
 REACH_MIN_DISTANCE = 4.0
 REACH_EPISODE_STEPS = 500
 REACH_RADIUS = 0.5
@@ -117,12 +117,21 @@ CTRL_COST_WEIGHT = 0.5
 # The ant's own state in D4RL's antmaze observation: qpos[:15] + qvel[:14].
 ANT_QPOS, ANT_QVEL = 15, 14
 POLICY_OBS_DIM = (ANT_QPOS - 2) + ANT_QVEL + 2
-# What the policy's 29 inputs mean; recorded in the policy file, whose loader refuses another meaning.
-# 1 had the torso's velocity in the world frame, 2 turns it into the heading frame like the goal.
-POLICY_INPUT = 2
+# What the policy's 29 inputs mean and which body it drives; recorded in the policy file and the run folder,
+# whose loaders refuse another version. 1 had the torso's velocity in the world frame, 2 turns it into the
+# heading frame like the goal, 3 keeps 2's inputs on D4RL's ant physics (lightning_offrl.envs.d4rl_ant).
+POLICY_INPUT = 3
+POLICY_INPUT_MEANING = "version 2's inputs on D4RL's ant physics (0.1 s steps, torque 30)"
 RUN_INPUT_FILE = "policy_input"  # a training run's record of the version its actors see
 ACT_DIM = 8
 _PROGRESS_EVERY = 2_000
+# The version of the antmaze replica recipe, recorded in every replica built; a cached replica of another
+# version is refused (lightning_offrl.data.sources). 1: Gymnasium's Ant-v5 body, 1000-step episodes whatever
+# happened; 2: D4RL's ant physics and a walker trained on it under the data's action noise, an episode ends
+# where the ant flips over.
+RECIPE_VERSION = 2
+RECIPE_CHANGES = ("version 2 simulates D4RL's ant (0.1 s steps, torque 30, D4RL's contacts) with a walker "
+                  "trained on it, and ends an episode where the ant flips over")
 
 
 # ------------------------------------------------------------------------------- policy inputs
@@ -189,16 +198,22 @@ class GoalReachingAntEnv(gym.Wrapper):
     its episode, goal included, bit for bit.
 
     Args:
-        env: an unwrapped ``Ant-v5`` whose model has ``nuserdata >= 2``.
+        env: an unwrapped ``Ant-v5`` on D4RL's ant model whose model has ``nuserdata >= 2``.
         reach_test: False: training (a goal at ``GOAL_DISK_RADIUS * U(0, 1)``, replaced when reached;
             reward ``progress/s + 1 (healthy) - 0.5 |a|^2``); True: the reach test (one goal at
             ``U(REACH_MIN_DISTANCE, GOAL_DISK_RADIUS)``; reward 1 and the end of the episode on
-            reaching it). Falling (Ant's unhealthy state) ends an episode in both.
+            reaching it). Falling (Ant's unhealthy height, or a torso tilted past the horizontal) ends
+            an episode in both.
+        action_noise: standard deviation of Gaussian noise added to every action before it is
+            applied (clipped to ``[-1, 1]``); training uses the data's ``ACTION_NOISE_STD``, so the
+            policy learns to walk under the noise the collector adds. Drawn from the environment's
+            own generator, so a resumed run continues bit for bit.
     """
 
-    def __init__(self, env: gym.Env, reach_test: bool) -> None:
+    def __init__(self, env: gym.Env, reach_test: bool, action_noise: float = 0.0) -> None:
         super().__init__(env)
         self.reach_test = reach_test
+        self.action_noise = float(action_noise)
         self._data: Any = env.unwrapped.data  # type: ignore[attr-defined]
         if self._data.userdata.size < 2:
             raise ConfigError("the goal-reaching ant needs a MuJoCo model with nuserdata >= 2")
@@ -232,13 +247,18 @@ class GoalReachingAntEnv(gym.Wrapper):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         goal = self.goal
         distance_before = float(np.linalg.norm(goal - self._data.qpos[:2]))
-        _, _, fell, _, _ = self.env.step(action)
+        action = np.asarray(action, dtype=np.float64)
+        applied = action
+        if self.action_noise > 0.0:
+            rng: np.random.Generator = self.env.unwrapped.np_random
+            applied = np.clip(action + rng.normal(0.0, self.action_noise, size=action.shape), -1.0, 1.0)
+        _, _, unhealthy, _, _ = self.env.step(applied)
+        fell = bool(unhealthy) or bool(is_flipped(self._data.qpos))
         distance = float(np.linalg.norm(goal - self._data.qpos[:2]))
         reached = distance <= REACH_RADIUS
         if self.reach_test:
             return self._observation(), float(reached), bool(fell or reached), False, {"reached": reached}
         dt = float(self.env.unwrapped.dt)  # type: ignore[attr-defined]
-        action = np.asarray(action, dtype=np.float64)
         reward = (distance_before - distance) / dt + (0.0 if fell else HEALTHY_REWARD) \
             - CTRL_COST_WEIGHT * float(np.square(action).sum())
         if reached:
@@ -246,28 +266,16 @@ class GoalReachingAntEnv(gym.Wrapper):
         return self._observation(), reward, bool(fell), False, {"reached": reached}
 
 
-def _ant_xml_with_userdata(folder: Path) -> Path:
-    """Gymnasium's ``ant.xml`` with two ``userdata`` slots for the goal, written into ``folder``."""
-    import gymnasium.envs.mujoco
-
-    source = Path(gymnasium.envs.mujoco.__file__).parent / "assets" / "ant.xml"
-    tree = ET.parse(source)
-    root = tree.getroot()
-    size = root.find("size")
-    if size is None:
-        size = ET.SubElement(root, "size")
-    size.set("nuserdata", "2")
-    path = folder / "ant_goal.xml"
-    tree.write(path)
-    return path
-
-
 def make_goal_reaching_ant_env(spec: TaskSpec, *, time_limit: bool = True) -> gym.Env:
-    """The ``env_factory`` of the ``antgoal`` and ``antgoal-reach`` tasks."""
+    """The ``env_factory`` of the ``antgoal`` and ``antgoal-reach`` tasks: D4RL's ant
+    (:mod:`lightning_offrl.envs.d4rl_ant`) with two ``userdata`` slots for the goal."""
     with private_tempdir("lightning_offrl_antgoal_") as folder:
-        ant = gym.make(spec.gym_id, xml_file=str(_ant_xml_with_userdata(folder)), disable_env_checker=True,
+        ant = gym.make(spec.gym_id, xml_file=str(write_d4rl_ant_xml(folder, nuserdata=2)),
+                       frame_skip=D4RL_ANT.frame_skip, disable_env_checker=True,
                        include_cfrc_ext_in_observation=False).unwrapped
-    env: gym.Env = GoalReachingAntEnv(ant, reach_test=spec.domain == REACH_TASK)
+    reach_test = spec.domain == REACH_TASK
+    env: gym.Env = GoalReachingAntEnv(ant, reach_test=reach_test,
+                                      action_noise=0.0 if reach_test else ACTION_NOISE_STD)
     if time_limit:
         env = gym.wrappers.TimeLimit(env, max_episode_steps=spec.max_episode_steps)
     return env
@@ -334,7 +342,7 @@ def _check_run_inputs(run: Path) -> None:
     if version != POLICY_INPUT:
         raise ConfigError(
             f"{run} was trained on version {version} of the goal-reaching ant's inputs; this lightning_offrl "
-            f"feeds version {POLICY_INPUT} (the torso's velocity in the heading frame), so the run can be "
+            f"feeds version {POLICY_INPUT} ({POLICY_INPUT_MEANING}), so the run can be "
             f"neither continued nor exported. Start a new run in another folder: `{TRAIN_COMMAND}`."
         )
 
@@ -450,8 +458,8 @@ def load_goal_reaching_policy(
     if checkpoint.get("policy_input", 1) != POLICY_INPUT:
         raise DatasetError(
             f"{location} was trained on version {checkpoint.get('policy_input', 1)} of the goal-reaching "
-            f"ant's inputs; this lightning_offrl feeds version {POLICY_INPUT} (the torso's velocity in the "
-            f"heading frame), so the policy would not walk where it is sent. Train a new run with "
+            f"ant's inputs; this lightning_offrl feeds version {POLICY_INPUT} ({POLICY_INPUT_MEANING}), so "
+            f"the policy would not walk where it is sent. Train a new run with "
             f"`{TRAIN_COMMAND}` (in a new --out folder) and ship it with `{EXPORT_COMMAND}`."
         )
     actor = actor_from_state(checkpoint["state_dict"], POLICY_OBS_DIM, ACT_DIM, checkpoint["hidden_dims"])
@@ -604,7 +612,12 @@ def collect_antmaze(
     Returns:
         ``(arrays, stats)``: D4RL-layout arrays of ``num_steps`` rows, and ``episodes`` (finished),
         ``reached_commanded`` (of those, episodes that got within 0.5 of their commanded goal),
-        ``reached_eval_goal`` (episodes with a rewarded row).
+        ``reached_eval_goal`` (episodes with a rewarded row), ``flipped_episodes`` (episodes cut short
+        by a flip), ``flipped_rows`` (rows whose observation or next observation shows a flipped ant) and
+        ``first_reward_steps`` (per rewarded episode, the step of its first rewarded row).
+
+    An episode ends after ``episode_steps`` steps, or on the row where the ant flips over
+    (:func:`lightning_offrl.envs.d4rl_ant.is_flipped`); both rows are marked ``timeouts``.
     """
     if level not in LEVELS:
         raise ConfigError(f"unknown antmaze level {level!r}: use one of {', '.join(LEVELS)}")
@@ -629,8 +642,9 @@ def collect_antmaze(
         return obs, goal
 
     obs, goal = new_episode(seed)
-    episode_length, episodes, reached_commanded, reached_eval = 0, 0, 0, 0
+    episode_length, episodes, reached_commanded, reached_eval, flipped = 0, 0, 0, 0, 0
     episode_reached, episode_rewarded = False, False
+    first_reward_steps: list[int] = []
     with StepProgress(description, num_steps, enabled=progress, every=_PROGRESS_EVERY) as bar:
         with _torch_threads(1), torch.inference_mode():
             for step in range(num_steps):
@@ -648,10 +662,17 @@ def collect_antmaze(
                 next_observations[step] = obs
                 episode_length += 1
                 episode_reached |= bool(goal_reached(obs, goal))
-                episode_rewarded |= bool(goal_reached(obs, eval_goal))
-                if episode_length >= episode_steps:
+                if not episode_rewarded and goal_reached(obs, eval_goal):
+                    episode_rewarded = True
+                    first_reward_steps.append(episode_length)
+                fell = bool(is_flipped(obs))
+                if episode_length >= episode_steps or fell:
+                    # A flipped ant cannot get up: its episode ends on the row that shows the fall (a
+                    # timeout, not a terminal: the task itself never ends), instead of filling the rest of
+                    # the 1000 steps with a wiggling, fallen ant that D4RL's data never shows.
                     timeouts[step] = True
                     episodes += 1
+                    flipped += int(fell)
                     reached_commanded += int(episode_reached)
                     reached_eval += int(episode_rewarded)
                     obs, goal = new_episode(None)
@@ -671,7 +692,9 @@ def collect_antmaze(
         "infos/qpos": qpos_rows,
         "infos/qvel": qvel_rows,
     }
-    stats = {"episodes": episodes, "reached_commanded": reached_commanded, "reached_eval_goal": reached_eval}
+    stats = {"episodes": episodes, "reached_commanded": reached_commanded, "reached_eval_goal": reached_eval,
+             "flipped_episodes": flipped, "flipped_rows": int((is_flipped(observations) | is_flipped(next_observations)).sum()),
+             "first_reward_steps": first_reward_steps}
     return arrays, stats
 
 
@@ -706,9 +729,9 @@ def build_antmaze(
         )
     finally:
         env.close()
-    log.info("%s: %d episodes, %d reached their commanded goal, %d reached the evaluation goal "
-             "(policy trained %s steps)", spec.name, stats["episodes"], stats["reached_commanded"],
-             stats["reached_eval_goal"], meta.get("train_steps", "?"))
+    log.info("%s: %d episodes, %d reached their commanded goal, %d reached the evaluation goal, %d ended "
+             "by a flip (policy trained %s steps)", spec.name, stats["episodes"], stats["reached_commanded"],
+             stats["reached_eval_goal"], stats["flipped_episodes"], meta.get("train_steps", "?"))
     return arrays
 
 
@@ -722,7 +745,8 @@ def _antmaze_inputs(spec: DatasetSpec) -> list[Traversable]:
 # once, as any other import does.
 if __name__ != "__main__":
     for _level in LEVELS:
-        register_replica_builder(_level, build_antmaze, inputs=_antmaze_inputs)
+        register_replica_builder(_level, build_antmaze, inputs=_antmaze_inputs, version=RECIPE_VERSION,
+                                 version_note=RECIPE_CHANGES)
 
 
 # ------------------------------------------------------------------------------- command line

@@ -210,10 +210,13 @@ _REPLICA_BUILDERS: dict[str, ReplicaBuilder] = {}
 # What a level's recipe reads besides the code (the shipped policy files), per level.
 ReplicaInputs = Callable[[DatasetSpec], Sequence[Traversable]]
 _REPLICA_INPUTS: dict[str, ReplicaInputs] = {}
+# The version of each level's recipe and what its latest version changed (recorded in every replica built).
+_RECIPE_VERSIONS: dict[str, tuple[int, str]] = {}
 
 
 def register_replica_builder(level: str, builder: ReplicaBuilder | Callable[..., dict[str, np.ndarray]],
-                             overwrite: bool = False, inputs: ReplicaInputs | None = None) -> None:
+                             overwrite: bool = False, inputs: ReplicaInputs | None = None,
+                             version: int = 1, version_note: str = "") -> None:
     """Registers the builder of a level (``random``, ``medium``, ``diverse``, ...).
 
     Args:
@@ -224,10 +227,16 @@ def register_replica_builder(level: str, builder: ReplicaBuilder | Callable[...,
             recorded in each replica built, and a cached replica built from other contents is refused
             (:func:`lightning_offrl.data.sources.resolve_dataset`). It may raise
             :class:`~lightning_offrl.errors.DatasetError` when the files are not shipped.
+        version: the recipe's version, recorded in each replica built (``recipe_version``); a cached
+            replica of another version is refused. Raise it whenever the recipe makes other data.
+        version_note: what the current version changed, for the message that refuses an old file.
     """
     if level in _REPLICA_BUILDERS and _REPLICA_BUILDERS[level] is not builder and not overwrite:
         raise ValueError(f"a replica builder for level {level!r} is already registered; pass overwrite=True")
+    if version < 1:
+        raise ValueError(f"a recipe version is a positive integer, got {version}")
     _REPLICA_BUILDERS[level] = builder  # type: ignore[assignment]
+    _RECIPE_VERSIONS[level] = (int(version), version_note)
     if inputs is None:
         _REPLICA_INPUTS.pop(level, None)
     else:
@@ -243,6 +252,12 @@ def replica_inputs(spec: DatasetSpec) -> list[Traversable]:
     _load_builders()
     inputs = _REPLICA_INPUTS.get(spec.level)
     return [] if inputs is None else list(inputs(spec))
+
+
+def recipe_version(level: str) -> tuple[int, str]:
+    """``(version, what that version changed)`` of ``level``'s recipe; ``(1, "")`` for unversioned ones."""
+    _load_builders()
+    return _RECIPE_VERSIONS.get(level, (1, ""))
 
 
 def buildable_levels() -> list[str]:

@@ -30,13 +30,21 @@ import numpy as np
 
 from lightning_offrl.data.d4rl_hdf5 import read_d4rl_attrs, read_d4rl_hdf5, write_d4rl_hdf5
 from lightning_offrl.data.minari_reader import find_local_minari, load_minari_arrays, minari_root
-from lightning_offrl.data.registry import DatasetSpec, get_dataset_spec, get_replica_builder, replica_inputs
+from lightning_offrl.data.registry import (
+    DatasetSpec,
+    get_dataset_spec,
+    get_replica_builder,
+    recipe_version,
+    replica_inputs,
+)
 from lightning_offrl.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
 
 # The attribute of a replica file that records what its recipe read (see :func:`inputs_digest`).
 INPUTS_ATTR = "inputs_sha256"
+# The attribute of a replica file that records its recipe's version (files without it are version 1).
+RECIPE_VERSION_ATTR = "recipe_version"
 
 SourceName = Literal["auto", "d4rl", "minari", "replica"]
 SOURCES: tuple[str, ...] = ("auto", "d4rl", "minari", "replica")
@@ -215,6 +223,7 @@ def _replica(spec: DatasetSpec, seed: int, num_steps: int, progress: bool) -> Re
         build_replica(spec, seed, num_steps, path, progress)
     attrs = read_d4rl_attrs(path)
     if cached:
+        _check_recipe_version(spec, seed, path, int(attrs.get(RECIPE_VERSION_ATTR, 1)))
         _check_replica_inputs(spec, seed, path, attrs.get(INPUTS_ATTR))
         log.info("%s: using the cached replica %s", spec.name, path)
     arrays = read_d4rl_hdf5(path)
@@ -235,6 +244,20 @@ def inputs_digest(files: Sequence[Traversable]) -> str:
             digest.update(handle.read())
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def _check_recipe_version(spec: DatasetSpec, seed: int, path: Path, recorded: int) -> None:
+    """Refuses a cached replica made by another version of its level's recipe (its data is not what the
+    recipe makes now, even when the files it read are the same)."""
+    current, changes = recipe_version(spec.level)
+    if recorded == current:
+        return
+    raise DatasetError(
+        f"{spec.name}: the cached replica {path} was built by version {recorded} of the {spec.level!r} recipe; "
+        f"this lightning_offrl builds version {current}" + (f" ({changes})" if changes else "") + ". Delete it "
+        f"to rebuild the replica (on the next fit, or with `lightning_offrl datasets make {spec.name} --seed "
+        f"{seed}`), or move it elsewhere and pass its path as data.path to keep training on the old data."
+    )
 
 
 def _check_replica_inputs(spec: DatasetSpec, seed: int, path: Path, recorded: str | None) -> None:
@@ -271,7 +294,7 @@ def build_replica(spec: DatasetSpec, seed: int, num_steps: int, out: Path, progr
     """Builds a replica with the level's recipe and writes it atomically to ``out``.
 
     The file's attributes record the recipe: ``replica=True``, ``dataset``, ``recipe`` (the level),
-    ``seed``, ``num_steps``, ``gym_id``, ``gymnasium_version``, ``mujoco_version``,
+    ``recipe_version``, ``seed``, ``num_steps``, ``gym_id``, ``gymnasium_version``, ``mujoco_version``,
     ``lightning_offrl_version``, ``created`` (UTC, ISO 8601) and ``build_seconds``; for recipes that read
     shipped files (policies), also ``inputs`` (their names) and ``inputs_sha256`` (:func:`inputs_digest`).
 
@@ -288,6 +311,7 @@ def build_replica(spec: DatasetSpec, seed: int, num_steps: int, out: Path, progr
         "replica": True,
         "dataset": spec.name,
         "recipe": spec.level,
+        RECIPE_VERSION_ATTR: recipe_version(spec.level)[0],
         "seed": int(seed),
         "num_steps": int(num_steps),
         "gym_id": spec.task.gym_id,

@@ -26,8 +26,10 @@ episode and an observation is a row of D4RL's datasets:
 * **Reward and termination.** Sparse: ``1`` when the x-y position is within ``0.5`` of the goal,
   else ``0``. antmaze evaluation episodes end when the goal is reached (D4RL's ``GoalReachingEnv``
   with ``eval=True``), so a return is 0 or 1 and the normalized score is the success rate x 100;
-  maze2d episodes never terminate and the return counts the steps spent at the goal. Time limits come
-  from the task (antmaze 1000 steps, maze2d 300 / 600 / 800).
+  maze2d episodes never terminate and the return counts the steps spent at the goal. Time limits are
+  D4RL's registrations (antmaze-umaze 700 steps, medium and large 1000; maze2d 300 / 600 / 800).
+* **Physics.** The ant is D4RL's (:mod:`lightning_offrl.envs.d4rl_ant`: 0.1 s per step, torque 30,
+  D4RL's contact parameters), not gymnasium-robotics' default ``Ant-v5`` body.
 
 gymnasium-robotics writes a new XML file into ``$TMPDIR`` at every construction and never deletes
 it; :func:`private_tempdir` gives each construction its own folder and removes it afterwards.
@@ -49,6 +51,7 @@ from typing import Any, Iterator, Literal
 import gymnasium as gym
 import numpy as np
 
+from lightning_offrl.envs.d4rl_ant import D4RL_ANT, write_d4rl_ant_xml
 from lightning_offrl.envs.tasks import TASKS, TaskSpec, _ensure_registered, register_task
 from lightning_offrl.errors import ConfigError
 
@@ -512,9 +515,12 @@ def make_maze_env(
         "reset_target": False,
         "render_mode": render_mode,
     }
-    if task.robot == "ant":
-        kwargs["include_cfrc_ext_in_observation"] = False  # contact forces: costly and unused
-    with private_tempdir():
+    with private_tempdir() as folder:
+        if task.robot == "ant":
+            kwargs["include_cfrc_ext_in_observation"] = False  # contact forces: costly and unused
+            # D4RL's ant (0.1 s steps, torque 30, D4RL's contacts); the maze's walls inherit its geom defaults.
+            kwargs["xml_file"] = str(write_d4rl_ant_xml(folder))
+            kwargs["frame_skip"] = D4RL_ANT.frame_skip
         robotics = gym.make(spec.gym_id, disable_env_checker=True, **{**spec.gym_kwargs, **kwargs}).unwrapped
     terminate = task.robot == "ant" if terminate_at_goal is None else terminate_at_goal
     env: gym.Env = MazeTaskEnv(robotics, task, terminate)

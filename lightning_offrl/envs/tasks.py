@@ -60,12 +60,13 @@ _LOCOMOTION: dict[str, tuple[str, float, float, dict[str, Any]]] = {
     "ant": ("Ant-v5", -325.6, 3879.7, {"include_cfrc_ext_in_observation": False}),
 }
 
-# AntMaze: success-rate tasks, reference returns 0 and 1. Episodes are 1000 steps in D4RL
-# evaluation (700 for umaze in the original env spec; D4RL's papers evaluate all at 1000).
-_ANTMAZE: dict[str, str] = {
-    "antmaze-umaze": "AntMaze_UMaze-v5",
-    "antmaze-medium": "AntMaze_Medium-v5",
-    "antmaze-large": "AntMaze_Large-v5",
+# AntMaze: success-rate tasks, reference returns 0 and 1. Time limits are D4RL's registrations
+# (d4rl/locomotion/__init__.py: antmaze-umaze(-diverse) 700 steps, medium and large 1000), at D4RL's
+# 0.1 s per step (lightning_offrl.envs.d4rl_ant): 70 s and 100 s of simulated time.
+_ANTMAZE: dict[str, tuple[str, int]] = {
+    "antmaze-umaze": ("AntMaze_UMaze-v5", 700),
+    "antmaze-medium": ("AntMaze_Medium-v5", 1000),
+    "antmaze-large": ("AntMaze_Large-v5", 1000),
 }
 
 # Maze2D (v1 datasets): reference returns of d4rl/infos.py.
@@ -78,8 +79,8 @@ _MAZE2D: dict[str, tuple[str, float, float, int]] = {
 TASKS: dict[str, TaskSpec] = {}
 for _domain, (_gid, _lo, _hi, _kw) in _LOCOMOTION.items():
     TASKS[_domain] = TaskSpec(_domain, _gid, _lo, _hi, 1000, dict(_kw))
-for _domain, _gid in _ANTMAZE.items():
-    TASKS[_domain] = TaskSpec(_domain, _gid, 0.0, 1.0, 1000)
+for _domain, (_gid, _steps) in _ANTMAZE.items():
+    TASKS[_domain] = TaskSpec(_domain, _gid, 0.0, 1.0, _steps)
 for _domain, (_gid, _lo, _hi, _steps) in _MAZE2D.items():
     TASKS[_domain] = TaskSpec(_domain, _gid, _lo, _hi, _steps)
 

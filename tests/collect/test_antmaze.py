@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mujoco
 import numpy as np
 import pytest
 import torch
@@ -32,6 +33,7 @@ from lightning_offrl.collect.maze_planner import GridPlanner
 from lightning_offrl.collect.policies import POLICY_DIR_ENV
 from lightning_offrl.data.registry import get_dataset_spec, replica_inputs
 from lightning_offrl.data.sources import resolve_dataset
+from lightning_offrl.envs.d4rl_ant import is_flipped
 from lightning_offrl.envs.mazes import goal_reached, maze_task
 from lightning_offrl.envs.tasks import make_env
 from lightning_offrl.errors import ConfigError, DatasetError
@@ -200,6 +202,32 @@ def test_episodes_restart_with_new_starts_and_rewards_follow_the_eval_goal(tiny_
     expected = goal_reached(arrays["next_observations"], task.mean_eval_goal())
     np.testing.assert_array_equal(arrays["rewards"], expected)
     np.testing.assert_array_equal(arrays["terminals"], expected)
+
+
+def test_an_episode_ends_on_the_row_where_the_ant_flips(tiny_policy_dir: Path) -> None:
+    actor, _ = load_goal_reaching_policy()
+    name = "antmaze-umaze-v2"
+    task = maze_task(name)
+    env = make_env(name, terminate_at_goal=False, time_limit=False)
+    inner_step, calls = env.step, [0]
+
+    def step_then_flip_once(action: np.ndarray):  # the 8th step throws the ant onto its back
+        calls[0] += 1
+        if calls[0] == 8:
+            data = env.unwrapped.data
+            data.qpos[3:7] = [0.0, 1.0, 0.0, 0.0]  # half a turn about x: upside down
+            mujoco.mj_forward(env.unwrapped.model, data)
+        return inner_step(action)
+
+    env.step = step_then_flip_once  # type: ignore[method-assign]
+    arrays, stats = collect_antmaze(env, task, actor, "fixed", seed=0, num_steps=40, episode_steps=30)
+    env.close()
+    np.testing.assert_array_equal(np.flatnonzero(arrays["timeouts"]), [7, 37, 39])
+    assert stats["flipped_episodes"] == 1 and stats["episodes"] == 2
+    assert stats["flipped_rows"] == 1  # only the row that shows the fall: the next row is a new episode
+    assert is_flipped(arrays["next_observations"][7]) and not is_flipped(arrays["observations"][8])
+    assert np.all(np.abs(arrays["observations"][8, :2]) <= 0.1)  # restarted at the fixed start
+    assert not arrays["terminals"][7]  # a fall is not a success
 
 
 def test_goal_reaching_training_resumes_exactly_and_exports(

@@ -192,6 +192,32 @@ def test_replica_is_cached_labelled_and_read_back(tmp_path: Path, fake_builder: 
     np.testing.assert_array_equal(first.arrays["observations"], read_d4rl_hdf5(first.path)["observations"])
 
 
+def test_a_cached_replica_of_another_recipe_version_is_refused_then_rebuilt(
+    fake_builder: list, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = resolve_dataset(NAME, seed=1, num_steps=24)
+    assert read_d4rl_attrs(first.path)["recipe_version"] == 1  # the level's registered version
+    # The recipe changes: version 2 makes other data, so the version-1 file must not stand for it.
+    monkeypatch.setitem(registry._RECIPE_VERSIONS, "medium", (2, "version 2 walks differently"))
+    with pytest.raises(DatasetError) as error:
+        resolve_dataset(NAME, seed=1, num_steps=24)
+    message = str(error.value)
+    for expected in (str(first.path), "version 1 of the 'medium' recipe", "builds version 2",
+                     "walks differently", "Delete it", f"datasets make {NAME} --seed 1", "data.path"):
+        assert expected in message
+    assert first.path.is_file() and fake_builder == [(NAME, 1, 24)]  # refused, neither deleted nor rebuilt
+    first.path.unlink()  # as the message says
+    rebuilt = resolve_dataset(NAME, seed=1, num_steps=24)
+    assert read_d4rl_attrs(rebuilt.path)["recipe_version"] == 2 and len(fake_builder) == 2
+
+
+def test_the_antmaze_recipe_is_version_2() -> None:
+    # Version 1 ran Gymnasium's Ant-v5 body: files it made must be refused, not trained on.
+    for level in ("fixed", "diverse", "play"):
+        version, note = registry.recipe_version(level)
+        assert version == 2 and "D4RL's ant" in note
+
+
 def test_failed_build_leaves_no_cache_file(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(spec: DatasetSpec, seed: int, num_steps: int, progress: bool) -> dict[str, np.ndarray]:
         raise RuntimeError("simulator crashed")

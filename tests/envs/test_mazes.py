@@ -146,9 +146,12 @@ def test_maze2d_pays_every_step_at_the_goal_and_only_the_time_limit_ends_it() ->
     env.close()
 
 
-def test_antmaze_evaluation_has_1000_step_episodes_and_success_rate_scores() -> None:
-    env = make_env("antmaze-large-play-v2")
-    assert isinstance(env, gym.wrappers.TimeLimit) and env._max_episode_steps == 1000
+@pytest.mark.parametrize("name, steps", [("antmaze-umaze-v2", 700), ("antmaze-umaze-diverse-v2", 700),
+                                         ("antmaze-medium-play-v2", 1000), ("antmaze-large-diverse-v2", 1000)])
+def test_antmaze_evaluation_has_d4rls_time_limits_and_success_rate_scores(name: str, steps: int) -> None:
+    # d4rl/locomotion/__init__.py registers antmaze-umaze(-diverse) with 700 steps, medium and large with 1000.
+    env = make_env(name)
+    assert isinstance(env, gym.wrappers.TimeLimit) and env._max_episode_steps == steps
     spec = get_task("antmaze-medium-diverse-v2")
     np.testing.assert_allclose(spec.normalized_score(np.array([0.0, 1.0, 1.0, 0.0])).mean(), 50.0)
     env.close()
