@@ -698,6 +698,51 @@ def collect_antmaze(
     return arrays, stats
 
 
+def replica_statistics(arrays: dict[str, np.ndarray], time_limit: int) -> dict[str, Any]:
+    """What an antmaze dataset's episodes do: how often the ant falls, reaches the goal, and when.
+
+    Episodes are the rows up to each ``timeouts`` row (antmaze ``terminals`` mark rewarded rows inside an
+    episode). A row "shows a fall" when its observation or next observation has a flipped torso
+    (:func:`lightning_offrl.envs.d4rl_ant.is_flipped`).
+
+    Args:
+        arrays: D4RL-layout antmaze arrays (``observations``, ``next_observations``, ``rewards``,
+            ``timeouts``), a replica's or D4RL's own.
+        time_limit: the evaluation's step limit (umaze 700, medium and large 1000): an episode "reaches
+            the goal in time" when its first rewarded row comes within it.
+
+    Returns:
+        ``rows``, ``episodes``, ``reward_fraction`` (rewarded rows / rows), ``flipped_episodes``,
+        ``flipped_rows``, ``rewarded_episodes``, ``rewarded_in_time`` (episodes), ``median_first_reward_step``
+        (over rewarded episodes; ``nan`` if none) and ``median_episode_length``.
+    """
+    rewards = np.asarray(arrays["rewards"]).reshape(-1) > 0.0
+    rows = rewards.size
+    ends = np.flatnonzero(np.asarray(arrays["timeouts"]).reshape(-1))
+    if ends.size == 0 or ends[-1] != rows - 1:
+        ends = np.append(ends, rows - 1)  # a trailing partial episode counts as one
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    fallen = is_flipped(arrays["observations"]) | is_flipped(arrays["next_observations"])
+    first_reward: list[int] = []
+    flipped_episodes = 0
+    for start, end in zip(starts, ends):
+        flipped_episodes += int(fallen[start:end + 1].any())
+        hits = np.flatnonzero(rewards[start:end + 1])
+        if hits.size:
+            first_reward.append(int(hits[0]) + 1)
+    return {
+        "rows": int(rows),
+        "episodes": int(ends.size),
+        "reward_fraction": float(rewards.mean()),
+        "flipped_episodes": flipped_episodes,
+        "flipped_rows": int(fallen.sum()),
+        "rewarded_episodes": len(first_reward),
+        "rewarded_in_time": int(sum(step <= time_limit for step in first_reward)),
+        "median_first_reward_step": float(np.median(first_reward)) if first_reward else math.nan,
+        "median_episode_length": float(np.median(ends - starts + 1)),
+    }
+
+
 def build_antmaze(
     spec: DatasetSpec, seed: int, num_steps: int, progress: bool = True,
 ) -> dict[str, np.ndarray]:

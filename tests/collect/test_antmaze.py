@@ -26,6 +26,7 @@ from lightning_offrl.collect.antmaze import (
     heading_frame,
     policy_observation,
     load_goal_reaching_policy,
+    replica_statistics,
     save_goal_reaching_policy,
     train_goal_reaching_ant,
 )
@@ -228,6 +229,41 @@ def test_an_episode_ends_on_the_row_where_the_ant_flips(tiny_policy_dir: Path) -
     assert is_flipped(arrays["next_observations"][7]) and not is_flipped(arrays["observations"][8])
     assert np.all(np.abs(arrays["observations"][8, :2]) <= 0.1)  # restarted at the fixed start
     assert not arrays["terminals"][7]  # a fall is not a success
+
+
+def test_replica_statistics_count_falls_successes_and_their_timing() -> None:
+    rows = 30
+    obs = np.zeros((rows, 29), np.float32)
+    obs[:, 3] = 1.0  # upright: identity quaternion
+    next_obs = obs.copy()
+    next_obs[12, 3:7] = [0.0, 1.0, 0.0, 0.0]  # the second episode ends with a fall
+    rewards = np.zeros(rows, np.float32)
+    rewards[[4, 5, 25]] = 1.0  # episode 1 first succeeds at its 5th step, episode 3 at its 13th
+    timeouts = np.zeros(rows, bool)
+    timeouts[[9, 12, 29]] = True
+    stats = replica_statistics({"observations": obs, "next_observations": next_obs, "rewards": rewards,
+                                "timeouts": timeouts}, time_limit=10)
+    assert stats["rows"] == 30 and stats["episodes"] == 3 and stats["reward_fraction"] == pytest.approx(0.1)
+    assert stats["flipped_episodes"] == 1 and stats["flipped_rows"] == 1
+    assert stats["rewarded_episodes"] == 2 and stats["rewarded_in_time"] == 1
+    assert stats["median_first_reward_step"] == pytest.approx(9.0)
+    assert stats["median_episode_length"] == pytest.approx(10.0)
+
+
+def test_the_shipped_walker_stays_upright_while_collecting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The package's own goal-reaching ant, acting as the replicas do (sampled + N(0, 0.2^2) noise) on D4RL's
+    # ant: three 1000-step episodes of the diverse recipe, whose turns and wall contacts are where falls
+    # would happen, show no flipped ant at all.
+    monkeypatch.delenv(POLICY_DIR_ENV, raising=False)
+    actor, meta = load_goal_reaching_policy()
+    assert meta["policy_input"] == 3
+    name = "antmaze-umaze-diverse-v2"
+    env = make_env(name, terminate_at_goal=False, time_limit=False)
+    arrays, stats = collect_antmaze(env, maze_task(name), actor, "diverse", seed=11, num_steps=3000)
+    env.close()
+    assert stats["flipped_episodes"] == 0 and stats["flipped_rows"] == 0
+    assert stats["episodes"] == 3 and stats["reached_commanded"] >= 2
+    assert replica_statistics(arrays, 700)["flipped_rows"] == 0
 
 
 def test_goal_reaching_training_resumes_exactly_and_exports(
