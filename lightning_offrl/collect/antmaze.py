@@ -469,7 +469,7 @@ def load_goal_reaching_policy(
 
 def export_goal_reaching_policy(
     run_dir: str | Path, out_dir: str | Path | None = None, episodes: int = 100, candidates: int = 3,
-    seed: int = 1_000_003,
+    seed: int = 1_000_003, step: int | None = None,
 ) -> dict[str, Any]:
     """Ships the best actor of a goal-reaching SAC run as ``<out_dir>/antgoal/goal_reaching.pt``.
 
@@ -484,12 +484,15 @@ def export_goal_reaching_policy(
         episodes: reach-test episodes per measurement.
         candidates: how many checkpoints to measure.
         seed: seed of the reach-test episodes.
+        step: export the checkpoint of this training step instead of choosing among the best
+            ``candidates`` (a choice made by another measurement, e.g. the collector's success in the
+            maze; its reach success is still measured and recorded).
 
     Returns:
         The metadata written with the policy.
 
     Raises:
-        DatasetError: the run has no evaluated actor checkpoints yet.
+        DatasetError: the run has no evaluated actor checkpoints yet, or none at ``step``.
         ConfigError: the run was trained on another version of the policy's inputs.
     """
     run = Path(run_dir)
@@ -500,8 +503,15 @@ def export_goal_reaching_policy(
         )
     _check_run_inputs(run)
     config = json.loads((run / "config.json").read_text())
+    if step is None:
+        chosen = sorted(evals, key=lambda r: r["eval_return"], reverse=True)[:candidates]
+    else:
+        chosen = [r for r in evals if r["step"] == step]
+        if not chosen:
+            raise DatasetError(f"{run} has no evaluated actor checkpoint at step {step}; it has steps "
+                               f"{', '.join(str(r['step']) for r in evals)}")
     best: tuple[float, dict[str, Any], TanhGaussianActor] | None = None
-    for record in sorted(evals, key=lambda r: r["eval_return"], reverse=True)[:candidates]:
+    for record in chosen:
         checkpoint = torch.load(run / ACTORS_DIR / f"actor_{record['step']:08d}.pt", weights_only=True,
                                 map_location="cpu")
         actor = actor_from_state(checkpoint["state_dict"], checkpoint["obs_dim"], checkpoint["act_dim"],
@@ -813,6 +823,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                                help="policy folder (default: $LIGHTNING_OFFRL_POLICY_DIR or assets/policies)")
     export_parser.add_argument("--episodes", type=int, default=100, help="reach-test episodes per checkpoint")
     export_parser.add_argument("--candidates", type=int, default=3, help="checkpoints to measure")
+    export_parser.add_argument("--step", type=int, default=None,
+                               help="export this training step's checkpoint instead of choosing among candidates")
     commands.add_parser("info", help="the shipped policy's metadata")
     args = parser.parse_args(argv)
     try:
@@ -828,7 +840,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         torch.set_num_threads(1)
         if args.command == "export":
-            meta = export_goal_reaching_policy(args.run, args.out, args.episodes, args.candidates)
+            meta = export_goal_reaching_policy(args.run, args.out, args.episodes, args.candidates, step=args.step)
             print(json.dumps(meta, indent=2))
             return
         _, meta = load_goal_reaching_policy()

@@ -292,6 +292,11 @@ def test_goal_reaching_training_resumes_exactly_and_exports(
     assert loaded["reach_episodes"] == 1 and loaded["hidden_dims"] == [16, 16]
     with torch.no_grad():
         assert actor(torch.zeros(2, POLICY_OBS_DIM))[0].shape == (2, ACT_DIM)
+    # A chosen step is exported as asked; a step without a checkpoint is refused with the steps there are.
+    chosen = export_goal_reaching_policy(tmp_path / "whole", tmp_path / "chosen", episodes=1, step=90)
+    assert chosen["train_steps"] == 90
+    with pytest.raises(DatasetError, match="no evaluated actor checkpoint at step 60; it has steps 90"):
+        export_goal_reaching_policy(tmp_path / "whole", tmp_path / "chosen", episodes=1, step=60)
 
     # A run from before the input record (version 1 inputs) is neither continued nor exported.
     (tmp_path / "split" / "policy_input").unlink()
