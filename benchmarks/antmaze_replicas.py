@@ -2,7 +2,7 @@
 
 Reads each dataset as a fit would (a cached replica, built first if missing: pass ``--build``), and
 prints the statistics of :func:`lightning_offrl.collect.antmaze.replica_statistics` with the build time
-recorded in the file:
+recorded in the file (``--source d4rl`` describes D4RL's own file instead, for comparison):
 
     python benchmarks/antmaze_replicas.py --datasets antmaze-umaze-v2 antmaze-umaze-diverse-v2
 """
@@ -25,15 +25,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--build", action="store_true", help="build replicas that are not cached")
+    parser.add_argument("--source", choices=["replica", "d4rl", "minari"], default="replica",
+                        help="whose data to describe: the replica, or D4RL's own file in $D4RL_DATASET_DIR")
     args = parser.parse_args()
     print("| replica | rows | episodes | rewarded rows | episodes with a flip | rows showing a fall | "
           "episodes reaching the goal (in the eval limit) | median first-success step | build s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.datasets:
-        if not args.build and not replica_path(name, args.seed, args.steps).is_file():
+        if args.source == "replica" and not args.build and not replica_path(name, args.seed, args.steps).is_file():
             print(f"| {name} | not built (pass --build) | | | | | | | |")
             continue
-        data = resolve_dataset(name, source="replica", seed=args.seed, num_steps=args.steps, progress=False)
+        data = resolve_dataset(name, source=args.source, seed=args.seed, num_steps=args.steps, progress=False)
         limit = get_task(name).max_episode_steps
         stats = replica_statistics(data.arrays, limit)
         print(f"| {name} | {stats['rows']:,} | {stats['episodes']:,} | {100 * stats['reward_fraction']:.2f}% | "
