@@ -9,7 +9,9 @@ What every method gets from :class:`OfflineRLModule`:
 - several updates per ``training_step`` (the DataModule stacks ``(K, B, ...)`` batches);
 - observation statistics as buffers, so ``act()`` takes raw environment observations;
 - a finiteness check of the losses before anything can be checkpointed;
-- ``polyak_update`` for target networks and ``optimizer_step`` for one manual step.
+- ``polyak_update`` for target networks and ``optimizer_step`` for one manual step;
+- on a resumed fit, the configured optimizer settings instead of the checkpoint's
+  (:meth:`OfflineRLModule.apply_configured_optimizer_settings`), each change logged.
 """
 
 from __future__ import annotations
