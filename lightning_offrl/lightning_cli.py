@@ -102,7 +102,7 @@ class OffRLCLI(LightningCLI):
         checkpoint = read_checkpoint(ckpt_path)  # one clear line for a missing or foreign file
         config = self.config[subcommand]
         model_config = _as_dict(config.model)
-        stored = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items()}
+        stored = dict(checkpoint.get("hyper_parameters") or {})
         stored_class = stored.get("_class_path") or checkpoint["lightning_offrl"]["class_path"]
         if subcommand != "fit":
             # validate/test rebuild the model the checkpoint holds (LightningCLI re-applies its
@@ -117,10 +117,12 @@ class OffRLCLI(LightningCLI):
         # hyperparameters over it, silently undoing overrides such as a larger max_updates). Every
         # setting that differs from the checkpoint is said; network shapes are checked once the model
         # exists (instantiate_trainer), learning rates once the optimizers are restored (the module).
-        if model_config.get("class_path") not in (None, stored_class):
+        # Compared by class name: `lightning_offrl.algos.IQL` and `lightning_offrl.algos.iql.IQL` are one class.
+        given_class = model_config.get("class_path")
+        if given_class is not None and str(given_class).rpartition(".")[2] != stored_class.rpartition(".")[2]:
             raise OffRLError(
                 f"--ckpt_path {ckpt_path} holds a model of class {stored_class.rpartition('.')[2]} but the "
-                f"config trains {str(model_config.get('class_path')).rpartition('.')[2]}; resume with the config "
+                f"config trains {str(given_class).rpartition('.')[2]}; resume with the config "
                 "the checkpoint was trained with, or start a new run without --ckpt_path"
             )
         changed = {f"model.init_args.{key}": pair
@@ -208,7 +210,7 @@ class _ResumeCheck:
         settings = ", ".join(f"{k} = {v[0]!r} (checkpoint had {v[1]!r})" for k, v in self.changed.items())
         raise ConfigError(
             f"cannot resume from {self.path}: the networks of this config do not have the checkpoint's "
-            f"shapes ({example}); settings that differ: {settings or 'none in model/data (see the data set)'}. "
+            f"shapes ({example}); settings that differ: {settings or 'none of the model or data settings'}. "
             "Network sizes cannot change on resume: use the checkpoint's values, or start a new run "
             "without --ckpt_path"
         )
