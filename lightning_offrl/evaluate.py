@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import numpy as np
-import torch
-import yaml
-
-from lightning_offrl.algos.base import OfflineRLModule
+from lightning_offrl.checkpoint_file import read_checkpoint
 from lightning_offrl.errors import OffRLError
+
+if TYPE_CHECKING:
+    from lightning_offrl.algos.base import OfflineRLModule
+
+# numpy, torch, yaml and the methods are imported where they are used, so that
+# `lightning_offrl evaluate --help` answers at once.
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
@@ -20,6 +22,8 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
     Values are read as YAML, so numbers, booleans and lists come out typed.
     """
+    import yaml
+
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -46,16 +50,8 @@ def load_module(
         (``dataset``, ``is_replica``, ``source``).
     """
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise OffRLError(f"no checkpoint at {path}; pass the .ckpt file written by `lightning_offrl fit` "
-                         "(runs/<name>/version_<k>/checkpoints/last.ckpt)")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise OffRLError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
-    meta = checkpoint.get("lightning_offrl")
-    if not meta:
-        raise OffRLError(f"{path} was not written by lightning_offrl (no 'lightning_offrl' entry)")
+    checkpoint = read_checkpoint(path, map_location=map_location)
+    meta = checkpoint["lightning_offrl"]
     module_name, _, class_name = meta["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
     overrides = dict(overrides or {})
@@ -100,6 +96,8 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if args.episodes <= 0:
         parser.error(f"--episodes must be positive, got {args.episodes}")
+
+    import numpy as np
 
     from lightning_offrl.envs.evaluation import evaluate_policy
     from lightning_offrl.envs.tasks import get_task

@@ -688,6 +688,12 @@ class ADEPT(OfflineRLModule):
     # ================================================================== Lightning plumbing
     def configure_optimizers(self):  # type: ignore[override]
         learner_optimizers, learner_schedulers = split_optimizer_config(self.learner.configure_optimizers())
+        # The learner's optimizers are ADEPT's too: a resumed fit applies their configured settings
+        # (OfflineRLModule.apply_configured_optimizer_settings) under their config keys.
+        self.configured_optimizers.update(
+            {key: (f"learner.init_args.{name}", groups)
+             for key, (name, groups) in self.learner.configured_optimizers.items()}
+        )
         world_model_params = [*self.denoiser.parameters(), *self.reward_model.parameters()]
         world_model_opt = self.build_optimizer(self.optimizer_factory, world_model_params, "optimizer")
         behavior_opt = self.build_optimizer(self.optimizer_factory, self.behavior.parameters(), "optimizer")

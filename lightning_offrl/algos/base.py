@@ -9,7 +9,9 @@ What every method gets from :class:`OfflineRLModule`:
 - several updates per ``training_step`` (the DataModule stacks ``(K, B, ...)`` batches);
 - observation statistics as buffers, so ``act()`` takes raw environment observations;
 - a finiteness check of the losses before anything can be checkpointed;
-- ``polyak_update`` for target networks and ``optimizer_step`` for one manual step.
+- ``polyak_update`` for target networks and ``optimizer_step`` for one manual step;
+- on a resumed fit, the configured optimizer settings instead of the checkpoint's
+  (:meth:`OfflineRLModule.apply_configured_optimizer_settings`), each change logged.
 """
 
 from __future__ import annotations
@@ -175,11 +177,74 @@ class OfflineRLModule(pl.LightningModule):
         optimizer.step()
 
     def build_optimizer(self, factory: OptimizerFactory | None, params: Iterable[nn.Parameter], name: str) -> Any:
-        """Instantiates an injected optimizer, turning torch's bare ValueError into a ConfigError."""
+        """Instantiates an injected optimizer, turning torch's bare ValueError into a ConfigError.
+
+        The optimizer's configured settings (``lr``, ``betas``, ...) are remembered under the config
+        key ``name``: a resumed fit restores the checkpoint's settings into the optimizer, and
+        :meth:`apply_configured_optimizer_settings` puts the configured ones back.
+        """
         try:
-            return (factory or default_optimizer)(params)
+            optimizer = (factory or default_optimizer)(params)
         except ValueError as err:
             raise ConfigError(f"model.{name}: {err}; check its init_args (e.g. lr must be positive)") from err
+        groups = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+        self.configured_optimizers[id(optimizer)] = (name, groups)
+        return optimizer
+
+    @property
+    def configured_optimizers(self) -> dict[int, tuple[str, list[dict[str, Any]]]]:
+        """``id(optimizer) -> (config key, settings of each param group as configured)``."""
+        if "_configured_optimizers" not in self.__dict__:
+            self.__dict__["_configured_optimizers"] = {}
+        return self.__dict__["_configured_optimizers"]
+
+    def on_train_start(self) -> None:
+        self.apply_configured_optimizer_settings()
+
+    def apply_configured_optimizer_settings(self) -> list[str]:
+        """Gives the optimizers the configured settings where a restored checkpoint had others.
+
+        On ``fit --ckpt_path``, Lightning loads each optimizer's state, settings included, so a learning
+        rate given on the command line would be silently replaced by the checkpoint's. Here (after the
+        restore, before the first update) every setting that differs from its configured value is set
+        back and logged as ``resumed with model.init_args.optimizer.init_args.lr = X (checkpoint had
+        Y)``; the optimizer's moments are kept. A learning rate under a schedule is compared by its
+        starting value (``initial_lr``) and the schedule is rescaled: the current rate is multiplied
+        by new / old, and the schedule's base rates become the new one, so a cosine decay continues
+        from the same point of its curve. A fresh fit changes nothing.
+
+        Returns:
+            The messages logged (one per setting that changed).
+        """
+        from lightning.pytorch.utilities import rank_zero_info
+
+        if self._trainer is None:
+            return []
+        schedulers = [config.scheduler for config in self.trainer.lr_scheduler_configs]
+        messages: list[str] = []
+        for optimizer in self.trainer.optimizers:
+            entry = self.configured_optimizers.get(id(optimizer))
+            if entry is None or len(entry[1]) != len(optimizer.param_groups):
+                continue
+            name, configured_groups = entry
+            for index, (configured, group) in enumerate(zip(configured_groups, optimizer.param_groups)):
+                for key, value in configured.items():
+                    if key == "initial_lr" or isinstance(value, torch.Tensor):
+                        continue
+                    restored = group.get("initial_lr", group.get("lr")) if key == "lr" else group.get(key)
+                    if _same_setting(value, restored):
+                        continue
+                    if key == "lr":
+                        _set_learning_rate(optimizer, index, float(value), schedulers)
+                    else:
+                        group[key] = value
+                    messages.append(
+                        f"resumed with model.init_args.{name}.init_args.{key} = {value!r} (checkpoint had {restored!r})"
+                    )
+        messages = list(dict.fromkeys(messages))  # several optimizers built from one factory: say it once
+        for message in messages:
+            rank_zero_info(message)
+        return messages
 
     def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
         return (obs - self.obs_mean) / self.obs_std
@@ -217,6 +282,33 @@ class OfflineRLModule(pl.LightningModule):
             "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
             "num_updates": int(self.num_updates),
         }
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    """Equality of optimizer settings: a tuple and a list of equal items (betas) are the same."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_setting(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return a == b or abs(a - b) <= 1e-12 * max(abs(a), abs(b))
+    return a == b
+
+
+def _set_learning_rate(optimizer: torch.optim.Optimizer, index: int, lr: float, schedulers: Sequence[Any]) -> None:
+    """Sets param group ``index`` to the configured rate ``lr``, rescaling a schedule in progress."""
+    group = optimizer.param_groups[index]
+    start = group.get("initial_lr")
+    if start is not None and float(start) > 0:
+        group["lr"] = float(group["lr"]) * lr / float(start)  # same point of the schedule, new scale
+    else:
+        group["lr"] = lr
+    if start is not None:
+        group["initial_lr"] = lr
+    for scheduler in schedulers:
+        if getattr(scheduler, "optimizer", None) is optimizer:
+            if hasattr(scheduler, "base_lrs"):
+                scheduler.base_lrs[index] = lr
+            if getattr(scheduler, "_last_lr", None) is not None:
+                scheduler._last_lr[index] = group["lr"]
 
 
 def optimizer_default_partial(lr: float) -> OptimizerFactory:

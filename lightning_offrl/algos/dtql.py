@@ -208,6 +208,7 @@ class DTQL(OfflineRLModule):
             )
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         # A checkpoint restores the schedules with the horizon of the run that wrote it (a
         # pretraining-only run has none); the co-training horizon is that of this run's budget.
         if self.lr_decay:

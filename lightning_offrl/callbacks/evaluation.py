@@ -76,9 +76,12 @@ class D4RLEvaluation(pl.Callback):
     them) and straight to the loggers with the update count as step: Lightning forwards step
     metrics to loggers only every ``log_every_n_steps`` batches and would drop most evaluations.
 
-    Evaluation round ``k`` (counted from 0) runs episodes with seeds
-    ``seed + k * episodes + i``, i = 0..episodes-1: fresh starts every round, the same ones in
-    every run with the same seed.
+    Every evaluation round resets its episodes with seeds ``seed + i``, i = 0..episodes-1, so the
+    points of a learning curve compare the policy on the same starts and differ only by what it
+    learned (with few episodes, start-to-start spread would otherwise move the curve as much as
+    learning does). With ``fresh_seeds`` round ``k`` (counted from 0) uses ``seed + k * episodes + i``
+    instead: new starts every round, which covers more of the start distribution over a run. Either
+    way runs with the same seed see the same starts.
 
     Args:
         interval: module updates between evaluations; an evaluation runs after the batch in which
@@ -88,6 +91,8 @@ class D4RLEvaluation(pl.Callback):
         num_envs: parallel environments per rank (default: one per episode, capped).
         dataset: D4RL dataset name; default ``trainer.datamodule.dataset``.
         at_train_end: evaluate once more when training ends unless the last update was evaluated.
+        fresh_seeds: reset each round's episodes with new seeds (see above); default: the same
+            episodes every round.
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class D4RLEvaluation(pl.Callback):
         num_envs: int | None = None,
         dataset: str | None = None,
         at_train_end: bool = True,
+        fresh_seeds: bool = False,
     ) -> None:
         if interval < 1:
             raise ConfigError(f"D4RLEvaluation.interval must be >= 1 update, got {interval}")
@@ -112,6 +118,7 @@ class D4RLEvaluation(pl.Callback):
         self.dataset = dataset
         self.resolved_dataset: str | None = dataset  # ``dataset`` or the DataModule's, set in setup()
         self.at_train_end = at_train_end
+        self.fresh_seeds = fresh_seeds
         self.last_result: EvaluationResult | None = None
         # Update count at the last evaluation; None until training starts (then it is the module's
         # starting count, so a run that continues from a module's weights does not evaluate at once).
@@ -213,6 +220,10 @@ class D4RLEvaluation(pl.Callback):
         """This rank's share of the episode ids ``0..episodes-1``."""
         return shard_episodes(self.episodes, trainer.global_rank, trainer.world_size)
 
+    def round_seed(self, round_index: int) -> int:
+        """Seed of episode 0 of evaluation round ``round_index``; episode ``i`` uses this plus ``i``."""
+        return self.seed + (round_index * self.episodes if self.fresh_seeds else 0)
+
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EvaluationResult:
         """Runs this rank's shard of the round's episodes and gathers all ranks' episodes.
 
@@ -220,7 +231,7 @@ class D4RLEvaluation(pl.Callback):
             The result over all ``episodes`` episodes, identical on every rank.
         """
         assert self.resolved_dataset is not None, "setup() resolves the dataset"
-        round_seed = self.seed + self.rounds_done * self.episodes
+        round_seed = self.round_seed(self.rounds_done)
         start = time.perf_counter()
         local = evaluate_checkpoint_module(
             pl_module,  # type: ignore[arg-type]  # an OfflineRLModule has act()

@@ -65,11 +65,10 @@ import sys
 from contextlib import contextmanager
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from lightning_offrl.collect.maze_planner import GridPlanner
 from lightning_offrl.collect.policies import (
@@ -81,14 +80,19 @@ from lightning_offrl.collect.policies import (
     policy_dir,
 )
 from lightning_offrl.collect.progress import StepProgress
-from lightning_offrl.collect.sac_online import EXIT_INTERRUPTED, SACConfig, TrainResult, train
 from lightning_offrl.data.registry import DatasetSpec, register_replica_builder
 from lightning_offrl.envs.d4rl_ant import D4RL_ANT, is_flipped, write_d4rl_ant_xml
 from lightning_offrl.envs.evaluation import Policy, evaluate_policy
 from lightning_offrl.envs.mazes import Cell, MazeTask, MazeTaskEnv, goal_reached, maze_task, private_tempdir
 from lightning_offrl.envs.tasks import TaskSpec, make_env, register_task
 from lightning_offrl.errors import ConfigError, DatasetError, OffRLError
-from lightning_offrl.networks import TanhGaussianActor
+
+if TYPE_CHECKING:
+    from lightning_offrl.collect.sac_online import SACConfig, TrainResult
+    from lightning_offrl.networks import TanhGaussianActor
+
+# torch (and the networks built on it) is imported inside the functions that run policies: importing
+# this module registers the recipes, which `lightning_offrl datasets list` needs without torch.
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +306,8 @@ def goal_reaching_config(
         num_threads: torch threads.
         **overrides: any other :class:`SACConfig` field (small networks for tests, ...).
     """
+    from lightning_offrl.collect.sac_online import SACConfig
+
     settings: dict[str, Any] = {"eval_every": 20_000, "eval_episodes": 5, "actor_checkpoint_every": 20_000,
                                 "state_every": 20_000}
     settings.update(overrides)
@@ -324,6 +330,8 @@ def train_goal_reaching_ant(
     Returns:
         sac_online's :class:`TrainResult`.
     """
+    from lightning_offrl.collect.sac_online import train
+
     if config.env != TRAIN_TASK:
         raise ConfigError(f"the goal-reaching ant trains on the {TRAIN_TASK!r} task, got env={config.env!r}")
     out = Path(out_dir)
@@ -350,6 +358,8 @@ def _check_run_inputs(run: Path) -> None:
 def numpy_policy(actor: TanhGaussianActor, noise_std: float, seed: int) -> Policy:
     """The actor as an ``antgoal-reach`` policy: its mode (``noise_std < 0``) or, as while collecting,
     a sampled action plus ``N(0, noise_std^2)``, clipped to ``[-1, 1]``."""
+    import torch
+
     space = gym.spaces.Box(-1.0, 1.0, shape=(ACT_DIM,))
     if noise_std < 0:
         return deterministic_policy(actor, space)
@@ -402,6 +412,8 @@ def save_goal_reaching_policy(
     Returns:
         ``path``.
     """
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = actor_checkpoint(actor, {**meta, "obs_dim": POLICY_OBS_DIM, "act_dim": ACT_DIM,
@@ -447,6 +459,8 @@ def load_goal_reaching_policy(
     Raises:
         DatasetError: the file is missing; the message gives the commands that make it.
     """
+    import torch
+
     location = _shipped_policy_file(spec, directory)
     with location.open("rb") as handle:
         checkpoint = torch.load(handle, weights_only=True, map_location="cpu")
@@ -495,6 +509,8 @@ def export_goal_reaching_policy(
         DatasetError: the run has no evaluated actor checkpoints yet, or none at ``step``.
         ConfigError: the run was trained on another version of the policy's inputs.
     """
+    import torch
+
     run = Path(run_dir)
     evals = [r for r in load_evals(run) if (run / ACTORS_DIR / f"actor_{r['step']:08d}.pt").is_file()]
     if not evals:
@@ -596,6 +612,8 @@ def draw_start_and_goal(
 
 @contextmanager
 def _torch_threads(count: int) -> Iterator[None]:
+    import torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
@@ -631,6 +649,8 @@ def collect_antmaze(
     An episode ends after ``episode_steps`` steps, or on the row where the ant flips over
     (:func:`lightning_offrl.envs.d4rl_ant.is_flipped`); both rows are marked ``timeouts``.
     """
+    import torch
+
     if level not in LEVELS:
         raise ConfigError(f"unknown antmaze level {level!r}: use one of {', '.join(LEVELS)}")
     rng = np.random.default_rng(seed)
@@ -809,6 +829,10 @@ if __name__ != "__main__":
 # ------------------------------------------------------------------------------- command line
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m lightning_offrl.collect.antmaze {train,export,info}``."""
+    import torch
+
+    from lightning_offrl.collect.sac_online import EXIT_INTERRUPTED
+
     parser = argparse.ArgumentParser(prog="python -m lightning_offrl.collect.antmaze",
                                      description="The goal-reaching ant behind the antmaze replicas.")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -28,16 +28,22 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from lightning_offrl.envs.evaluation import Policy, evaluate_policy
 from lightning_offrl.envs.tasks import get_task, make_env
 from lightning_offrl.errors import ConfigError, DatasetError
-from lightning_offrl.networks import TanhGaussianActor
+
+if TYPE_CHECKING:
+    import torch
+    
+    from lightning_offrl.networks import TanhGaussianActor
+
+# torch (and the networks built on it) is imported inside the functions that run policies: importing
+# this module registers the recipes, which `lightning_offrl datasets list` needs without torch.
 
 POLICY_DIR_ENV = "LIGHTNING_OFFRL_POLICY_DIR"
 MANIFEST_FILE = "manifest.json"
@@ -62,6 +68,7 @@ def action_to_env(action: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
 
 def deterministic_policy(actor: TanhGaussianActor, space: gym.spaces.Box) -> Policy:
     """The actor's mode ``tanh(mu(s))`` as a numpy policy ``(N, obs_dim) -> (N, act_dim)`` for evaluation."""
+    import torch
 
     def policy(obs: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -73,6 +80,8 @@ def deterministic_policy(actor: TanhGaussianActor, space: gym.spaces.Box) -> Pol
 
 def actor_checkpoint(actor: TanhGaussianActor, meta: dict[str, Any]) -> dict[str, Any]:
     """The small file format of a behaviour policy: float32 actor weights, their shapes and metadata."""
+    import torch
+
     state_dict = {name: tensor.detach().to(torch.float32).clone() for name, tensor in actor.state_dict().items()}
     return {"state_dict": state_dict, **meta}
 
@@ -230,12 +239,16 @@ def _shipped_file(directory: Traversable, relative: str) -> Traversable:
 
 
 def _load_file(directory: Traversable, relative: str) -> dict[str, Any]:
+    import torch
+
     with _shipped_file(directory, relative).open("rb") as handle:
         return torch.load(handle, weights_only=True, map_location="cpu")
 
 
 def actor_from_state(state: dict[str, Any], obs_dim: int, act_dim: int, hidden_dims: Sequence[int]) -> TanhGaussianActor:
     """A float32 :class:`TanhGaussianActor` in eval mode with the given weights."""
+    from lightning_offrl.networks import TanhGaussianActor
+
     actor = TanhGaussianActor(obs_dim, act_dim, tuple(hidden_dims))
     actor.load_state_dict(state)
     return actor.eval().requires_grad_(False)
@@ -272,11 +285,15 @@ def load_replay_actors(env: str, directory: Traversable | None = None) -> tuple[
 
 # ------------------------------------------------------------------------------------------ export
 def _read_actor_checkpoint(path: Path) -> dict[str, Any]:
+    import torch
+
     return torch.load(path, weights_only=True, map_location="cpu")
 
 
 def _same_weights(a: Sequence[dict[str, torch.Tensor]], b: Sequence[dict[str, torch.Tensor]]) -> bool:
     """Whether two sequences of actor state dicts hold the same tensors, bit for bit."""
+    import torch
+
     return len(a) == len(b) and all(
         x.keys() == y.keys() and all(torch.equal(x[name], y[name]) for name in x) for x, y in zip(a, b)
     )
@@ -289,6 +306,8 @@ def _keep_or_write(path: Path, obj: dict[str, Any], state_dicts: Any) -> dict[st
     already shipped keeps their files byte for byte: the replicas cached from them record the files'
     SHA-256 and stay valid, and the recorded training wall time stays the one of the shipped file.
     """
+    import torch
+
     if path.is_file():
         shipped = _read_actor_checkpoint(path)
         if _same_weights(state_dicts(shipped), state_dicts(obj)):
@@ -302,6 +321,8 @@ def measure_policy(actor: TanhGaussianActor, env: str, episodes: int, seed: int)
 
     Sampling uses one generator per call seeded with ``seed`` (episode ``i`` resets with ``seed + i``).
     """
+    import torch
+
     space = make_env(env).action_space
     deterministic = evaluate_policy(deterministic_policy(actor, space), env, episodes, seed=seed).returns
     generator = torch.Generator().manual_seed(seed)
@@ -452,6 +473,8 @@ def export_run(
 def _write_entries(out: Path, manifest: dict[str, Any], env: str, entries: dict[str, Any], run: Path,
                    config: dict[str, Any], evals: list[dict[str, Any]]) -> dict[str, Any]:
     """Records ``env``'s entries and the run's progress in the manifest of ``out``; returns the entries."""
+    import torch
+
     run_steps = max(int(record["step"]) for record in evals)
     if (run / STATE_FILE).exists():
         run_steps = int(torch.load(run / STATE_FILE, weights_only=False, map_location="cpu")["counters"]["env_steps"])
@@ -466,6 +489,8 @@ def _write_entries(out: Path, manifest: dict[str, Any], env: str, entries: dict[
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m lightning_offrl.collect.policies {list,export}``."""
+    import torch
+
     parser = argparse.ArgumentParser(prog="python -m lightning_offrl.collect.policies",
                                      description="Shipped behaviour policies: list them, or export them from a SAC run.")
     commands = parser.add_subparsers(dest="command", required=True)

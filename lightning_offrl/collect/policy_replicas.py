@@ -32,11 +32,10 @@ from __future__ import annotations
 import logging
 import math
 from importlib.resources.abc import Traversable
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from lightning_offrl.collect.policies import (
     MEDIUM_REPLAY,
@@ -58,8 +57,12 @@ from lightning_offrl.data.registry import (
 from lightning_offrl.data.sources import INPUTS_ATTR, inputs_digest, replica_path
 from lightning_offrl.envs.tasks import make_env
 from lightning_offrl.errors import DatasetError
-from lightning_offrl.networks import TanhGaussianActor
-from lightning_offrl.networks.actors import gaussian_log_prob, tanh_log_det_jacobian
+
+if TYPE_CHECKING:
+    from lightning_offrl.networks import TanhGaussianActor
+
+# torch (and the networks built on it) is imported inside the functions that run policies: importing
+# this module registers the recipes, which `lightning_offrl datasets list` needs without torch.
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ _NOISE_BLOCK = 4_096
 _LOG_PROB_CHUNK = 65_536
 
 # One acting policy and the number of rows it generates; ``None`` acts uniformly at random.
-Segment = tuple[TanhGaussianActor | None, int]
+Segment = tuple["TanhGaussianActor | None", int]
 
 
 def rollout(
@@ -91,6 +94,8 @@ def rollout(
         ``actions (N, act_dim)`` in ``[-1, 1]``, ``rewards (N,)`` float32, ``terminals``/``timeouts (N,)`` bool,
         ``infos/action_log_probs (N,)`` float32 and, for MuJoCo tasks, ``infos/qpos (N, nq)``/``infos/qvel (N, nv)``.
     """
+    import torch
+
     num_rows = sum(rows for _, rows in segments)
     if num_rows <= 0:
         raise ValueError(f"a rollout needs at least one row, got segments of {[rows for _, rows in segments]} rows")
@@ -175,6 +180,10 @@ def _tanh_gaussian_log_probs(pre_tanh: np.ndarray, means: np.ndarray, log_stds: 
 
     Shapes: ``(N, act_dim)`` each ``-> (N,)`` float32.
     """
+    import torch
+    
+    from lightning_offrl.networks.actors import gaussian_log_prob, tanh_log_det_jacobian
+
     out = np.empty(len(pre_tanh), dtype=np.float32)
     for start in range(0, len(pre_tanh), _LOG_PROB_CHUNK):
         stop = start + _LOG_PROB_CHUNK

@@ -19,12 +19,14 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import h5py
 import numpy as np
 
 from lightning_offrl.errors import DatasetError
+
+if TYPE_CHECKING:
+    import h5py
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ def read_d4rl_hdf5(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         DatasetError: the file is missing or not HDF5, a required key is missing, per-step arrays
             disagree in length, or a learner-facing array holds NaN/inf.
     """
+    import h5py  # here: listing datasets needs no HDF5 library
+
     path = Path(path)
     if not path.is_file():
         raise DatasetError(
@@ -69,6 +73,8 @@ def read_d4rl_hdf5(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
 
 def _collect_dataset(key: str, item: h5py.Dataset | h5py.Group, out: dict[str, np.ndarray]) -> None:
+    import h5py
+
     if isinstance(item, h5py.Dataset):
         # Text datasets (D4RL's ``metadata/...``) come back as ``str`` rather than ``bytes``.
         is_text = h5py.check_string_dtype(item.dtype) is not None
@@ -131,6 +137,8 @@ def _check_finite(values: np.ndarray, key: str, path: Path) -> None:
 
 def read_d4rl_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The file-level attributes of an HDF5 file as plain Python values (``str``, ``int``, ...)."""
+    import h5py
+
     path = Path(path)
     if not path.is_file() or not h5py.is_hdf5(path):
         raise DatasetError(f"{path}: not an existing HDF5 file; give the path of a D4RL-format .hdf5 file.")
@@ -171,6 +179,8 @@ def write_d4rl_hdf5(
     Returns:
         The written path.
     """
+    import h5py
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A unique name in the same folder (so os.replace stays on one file system); h5py creates it

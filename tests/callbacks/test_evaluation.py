@@ -122,12 +122,12 @@ def test_evaluates_when_updates_cross_the_interval_and_at_train_end(tmp_path: Pa
     assert model.modes_seen_by_act and not any(model.modes_seen_by_act)  # act ran in eval mode...
     assert all(evaluation.training_after_evaluation)  # ...and training mode came back
 
-    # round k uses seeds seed + k * episodes + i: the final (4th) round's episodes are known exactly
+    # every round uses seeds seed + i: the final (4th) round's episodes are known exactly
     result = evaluation.last_result
     assert result is not None
-    expected_lengths = [expected_countdown_length(5 + 3 * 4 + i) for i in range(4)]
+    expected_lengths = [expected_countdown_length(5 + i) for i in range(4)]
     np.testing.assert_array_equal(result.lengths, expected_lengths)
-    again = evaluate_checkpoint_module(model, COUNTDOWN_DATASET, 4, seed=5 + 3 * 4)
+    again = evaluate_checkpoint_module(model, COUNTDOWN_DATASET, 4, seed=5)
     np.testing.assert_allclose(again.returns, result.returns)
 
     # the final score (logged in on_train_end) is in callback_metrics and in TensorBoard at update 24
@@ -175,6 +175,29 @@ def test_score_logged_in_batch_end_reaches_callback_metrics_and_checkpoint(tmp_p
     # updates continue from 21: 24, 27, 30 (28 crossed), 33, 36 (35 crossed), 39, 42 (42)
     assert resumed.evaluated_at == [30, 36, 42]
     assert resumed.rounds_done == 6
+
+
+@pytest.mark.parametrize("fresh_seeds", [False, True])
+def test_rounds_reuse_the_same_episodes_unless_fresh_seeds(fresh_seeds: bool) -> None:
+    """Two rounds of a fixed deterministic policy: identical returns by default (a learning curve
+    compares like with like); with ``fresh_seeds`` round 1 resets with seeds ``seed + episodes + i``."""
+    evaluation = D4RLEvaluation(episodes=4, seed=5, dataset=COUNTDOWN_DATASET, fresh_seeds=fresh_seeds)
+    evaluation.resolved_dataset = COUNTDOWN_DATASET
+    trainer = SimpleNamespace(global_rank=0, world_size=1)
+    model = ToyPolicyModule()
+    first = evaluation.evaluate(trainer, model)  # type: ignore[arg-type]
+    second = evaluation.evaluate(trainer, model)  # type: ignore[arg-type]
+
+    expected_first = [expected_countdown_length(5 + i) for i in range(4)]
+    np.testing.assert_array_equal(first.lengths, expected_first)
+    if fresh_seeds:
+        expected_second = [expected_countdown_length(5 + 4 + i) for i in range(4)]
+        assert expected_second != expected_first  # these seeds draw other episodes
+        np.testing.assert_array_equal(second.lengths, expected_second)
+        assert not np.array_equal(first.returns, second.returns)
+    else:
+        np.testing.assert_array_equal(second.lengths, expected_first)
+        np.testing.assert_array_equal(second.returns, first.returns)
 
 
 def test_explicit_dataset_without_datamodule_attribute_and_bad_arguments(tmp_path: Path) -> None:
@@ -263,7 +286,7 @@ def test_ddp_ranks_shard_episodes_and_log_the_same_score(tmp_path: Path) -> None
     # the score every rank logged at the end is that of all 5 episodes of the final model (round 1)
     final = reports[0][-1]
     assert final["episode_ids"] == [0, 1, 2, 3, 4] and final["logged"]["eval/episodes"] == 5
-    unsharded = evaluate_checkpoint_module(model, COUNTDOWN_DATASET, 5, seed=3 + 1 * 5)
+    unsharded = evaluate_checkpoint_module(model, COUNTDOWN_DATASET, 5, seed=3)
     np.testing.assert_allclose(final["returns"], unsharded.returns, rtol=1e-6)
     assert math.isclose(final["logged"]["eval/normalized_score"],
                         unsharded.mean_normalized_score(COUNTDOWN_DATASET), rel_tol=1e-6)
