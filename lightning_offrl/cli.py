@@ -91,6 +91,30 @@ class OffRLCLI(LightningCLI):
         if trainer.fit_loop.max_epochs in (None, -1):
             updates_per_epoch = data.steps_per_epoch * data.batches_per_step
             trainer.fit_loop.max_epochs = max(1, math.ceil(model.max_updates / updates_per_epoch))
+        _fit_checkpoints_to_task(trainer, data)
+
+
+def _fit_checkpoints_to_task(trainer, data: D4RLDataModule) -> None:  # type: ignore[no-untyped-def]
+    """Ranks the best checkpoint by what the task's evaluation logs.
+
+    A task without an environment is never evaluated: the best-score checkpoint is dropped (``last.ckpt`` is
+    still written; the DataModule has said that evaluation is off). A task without reference returns logs no
+    normalized score: the best checkpoint is ranked by ``eval/return`` instead, and the log says so.
+    """
+    from lightning_offrl.callbacks.checkpoint import BestScoreCheckpoint
+
+    task = data.task
+    best = [cb for cb in trainer.callbacks if isinstance(cb, BestScoreCheckpoint)]
+    if not task.has_environment:
+        trainer.callbacks[:] = [cb for cb in trainer.callbacks if not isinstance(cb, BestScoreCheckpoint)]
+        return
+    if not task.has_reference_scores:
+        for callback in best:
+            if callback.monitor == "eval/normalized_score":
+                callback.monitor = "eval/return"
+                logging.getLogger("lightning_offrl").info(
+                    "%s has no reference returns: the best checkpoint is ranked by eval/return", data.dataset
+                )
 
 
 def _is_progress_bar(callback: object) -> bool:

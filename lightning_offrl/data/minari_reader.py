@@ -152,11 +152,15 @@ def _flat_observations(observations: Any, dataset_id: str) -> tuple[np.ndarray, 
     state = np.asarray(observations["observation"])
     state = state.reshape(len(state), -1)
     position = observations.get("achieved_goal")
+    goal = observations.get("desired_goal")
+    if isinstance(position, Mapping) or isinstance(goal, Mapping):
+        # Per-sub-task goals (Franka Kitchen): the state is the 'observation' entry; the dataset's spec
+        # turns it into D4RL's layout (DatasetSpec.minari_adapter).
+        return state, None
     if position is not None:
         position = np.asarray(position).reshape(len(state), -1)
         if not np.allclose(state[:, : position.shape[1]], position):
             state = np.concatenate([position, state], axis=1)
-    goal = observations.get("desired_goal")
     return state, (None if goal is None else np.asarray(goal).reshape(len(state), -1))
 
 
