@@ -140,7 +140,7 @@ def main(argv: Sequence[str]) -> int:
 
 def _register_own_dataset(dataset: str, info: Mapping[str, Any]) -> None:
     """Registers the task of a dataset of the user's own again (a fresh process knows only D4RL's names)."""
-    from lightning_offrl.data.registry import is_known_dataset, register_custom_dataset
+    from lightning_offrl.data.registry import is_d4rl_dataset, register_custom_dataset
 
-    if not is_known_dataset(dataset):
+    if not is_d4rl_dataset(dataset):
         register_custom_dataset(dataset, info.get("env_id"), info.get("ref_min_score"), info.get("ref_max_score"))

@@ -117,11 +117,11 @@ class D4RLDataModule(pl.LightningDataModule):
 
         Fails early, with the known names, on an unknown name without a file.
         """
-        from lightning_offrl.data.registry import is_known_dataset, register_custom_dataset
+        from lightning_offrl.data.registry import is_d4rl_dataset, register_custom_dataset
         from lightning_offrl.envs.tasks import get_task
 
         own = (env_id, ref_min_score, ref_max_score) != (None, None, None)
-        if path is not None and not is_known_dataset(dataset):
+        if path is not None and not is_d4rl_dataset(dataset):
             from lightning_offrl.data.d4rl_hdf5 import read_d4rl_shapes
 
             rows = read_d4rl_shapes(path)[0]
@@ -132,7 +132,7 @@ class D4RLDataModule(pl.LightningDataModule):
                 if rank_zero_only.rank == 0:  # said once, not once per DDP process
                     log.warning("%s: no data.env_id, so training and checkpointing run with evaluation off", dataset)
             return spec.task
-        if own and is_known_dataset(dataset):
+        if own and is_d4rl_dataset(dataset):
             raise ConfigError(
                 f"{dataset!r} is a known dataset with its own environment and reference returns; "
                 "data.env_id/ref_min_score/ref_max_score only apply to a dataset of your own: give your file "

@@ -249,6 +249,12 @@ def is_known_dataset(name: str) -> bool:
     return True
 
 
+def is_d4rl_dataset(name: str) -> bool:
+    """Whether ``name`` is a dataset the project knows by itself (D4RL's or an added task's), not one of the
+    user's own registered with :func:`register_custom_dataset`."""
+    return is_known_dataset(name) and not get_dataset_spec(name).custom
+
+
 def register_custom_dataset(
     name: str,
     env_id: str | None = None,
