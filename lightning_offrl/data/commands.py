@@ -246,8 +246,8 @@ def print_datasets_info(info: dict[str, Any], console: Console | None = None) ->
     if d4rl is not None:
         console.print(
             "D4RL's figures: sizes from D4RL's recipe, episode counts of its files as listed by the "
-            "TensorFlow Datasets catalog (d4rl_mujoco_*); no published mean return of D4RL's "
-            "files was found."
+            "TensorFlow Datasets catalog (d4rl_mujoco_*; Adroit: DAPG's 25 human demonstrations and "
+            "5,000 expert episodes); no published mean return of D4RL's files was found."
         )
 
 

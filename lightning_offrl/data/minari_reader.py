@@ -10,7 +10,9 @@ The D4RL observation is the ``observation`` entry, with the agent's position (``
 put in front when the entry lacks it: gymnasium-robotics' AntMaze leaves the ant's x-y out of
 ``observation`` (27 values) while D4RL's antmaze observation is the full ``qpos + qvel`` (29 values,
 x-y first); PointMaze's ``observation`` already starts with the position and is used as is.
-``desired_goal`` is kept as ``infos/goal`` (D4RL's name for it). Numeric per-step ``infos`` are kept
+``desired_goal`` is kept as ``infos/goal`` (D4RL's name for it). Franka Kitchen's goals are dictionaries
+per sub-task: there the ``observation`` entry is returned as is and the dataset's spec converts it
+(:attr:`lightning_offrl.data.registry.DatasetSpec.minari_adapter`). Numeric per-step ``infos`` are kept
 as ``infos/<key>``, aligned with the observation they were returned with.
 
 Minari's remote listing retries for ~23 s without network and listing creates ``~/.minari``, so
