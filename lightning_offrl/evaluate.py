@@ -47,7 +47,8 @@ def load_module(
 
     Returns:
         the module (eval mode) and the checkpoint's data-module information
-        (``dataset``, ``is_replica``, ``source``).
+        (``dataset``, ``is_replica``, ``source``, ``num_updates``; ``env_id``, ``ref_min_score`` and
+        ``ref_max_score`` for a dataset of the user's own).
     """
     path = Path(ckpt_path)
     checkpoint = read_checkpoint(path, map_location=map_location)
@@ -79,6 +80,10 @@ def load_module(
         "is_replica": bool(data_state.get("is_replica", False)),
         "source": data_state.get("source"),
         "num_updates": int(meta.get("num_updates", 0)),
+        # A dataset of the user's own names its environment and reference returns in the data hparams.
+        "env_id": data_hparams.get("env_id"),
+        "ref_min_score": data_hparams.get("ref_min_score"),
+        "ref_max_score": data_hparams.get("ref_max_score"),
     }
     return module, info
 
@@ -107,9 +112,14 @@ def main(argv: Sequence[str]) -> int:
     dataset = args.dataset or info["dataset"]
     if not dataset:
         raise OffRLError(f"{args.ckpt_path} does not name its dataset; pass --dataset NAME")
+    if dataset == info["dataset"]:
+        _register_own_dataset(dataset, info)
+    task = get_task(dataset)
+    if not task.has_environment:
+        raise OffRLError(f"{dataset} was trained without an environment (no data.env_id); pass --dataset NAME of "
+                         "a task with one to evaluate this checkpoint there")
     result = evaluate_policy(module.act, dataset, args.episodes, seed=args.seed, num_envs=args.num_envs)
     returns = np.asarray(result.returns, dtype=np.float64)
-    scores = get_task(dataset).normalized_score(returns)
     se = lambda x: float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0  # noqa: E731
     label = " [replica data: not D4RL's]" if info["is_replica"] else ""
     print(f"{type(module).__name__} after {info['num_updates']} updates on {dataset}{label}")
@@ -118,5 +128,17 @@ def main(argv: Sequence[str]) -> int:
     print(f"episodes: {len(returns)}  seed: {args.seed}")
     # Two decimals: antmaze returns are success fractions (0.02 is 2 successes in 100 episodes).
     print(f"return: {returns.mean():.2f} ± {se(returns):.2f}")
-    print(f"normalized score: {scores.mean():.1f} ± {se(scores):.1f}")
+    if task.has_reference_scores:
+        scores = task.normalized_score(returns)
+        print(f"normalized score: {scores.mean():.1f} ± {se(scores):.1f}")
+    else:
+        print("normalized score: n/a (the task has no reference returns; the return above is raw)")
     return 0
+
+
+def _register_own_dataset(dataset: str, info: Mapping[str, Any]) -> None:
+    """Registers the task of a dataset of the user's own again (a fresh process knows only D4RL's names)."""
+    from lightning_offrl.data.registry import is_d4rl_dataset, register_custom_dataset
+
+    if not is_d4rl_dataset(dataset):
+        register_custom_dataset(dataset, info.get("env_id"), info.get("ref_min_score"), info.get("ref_max_score"))

@@ -149,6 +149,7 @@ class OffRLCLI(LightningCLI):
         if trainer.fit_loop.max_epochs in (None, -1):
             updates_per_epoch = data.steps_per_epoch * data.batches_per_step
             trainer.fit_loop.max_epochs = max(1, math.ceil(model.max_updates / updates_per_epoch))
+        _fit_checkpoints_to_task(trainer, data)
 
     def fit(self, model: Any, **kwargs: Any) -> None:
         """``trainer.fit``; a run that diverges names the last good checkpoint, which it leaves untouched."""
@@ -295,6 +296,29 @@ def _last_good_checkpoint_note(trainer: Any) -> str:
     return (f"The last good checkpoint is {newest}{at}, left as it was; resume from it with "
             f"--ckpt_path {newest} (e.g. with a lower --model.init_args.optimizer.init_args.lr).")
 
+
+
+def _fit_checkpoints_to_task(trainer: Any, data: Any) -> None:
+    """Ranks the best checkpoint by what the task's evaluation logs.
+
+    A task without an environment is never evaluated: the best-score checkpoint is dropped (``last.ckpt`` is
+    still written; the DataModule has said that evaluation is off). A task without reference returns logs no
+    normalized score: the best checkpoint is ranked by ``eval/return`` instead, and the log says so.
+    """
+    from lightning_offrl.callbacks.checkpoint import BestScoreCheckpoint
+
+    task = data.task
+    best = [cb for cb in trainer.callbacks if isinstance(cb, BestScoreCheckpoint)]
+    if not task.has_environment:
+        trainer.callbacks[:] = [cb for cb in trainer.callbacks if not isinstance(cb, BestScoreCheckpoint)]
+        return
+    if not task.has_reference_scores:
+        for callback in best:
+            if callback.monitor == "eval/normalized_score":
+                callback.monitor = "eval/return"
+                logging.getLogger("lightning_offrl").info(
+                    "%s has no reference returns: the best checkpoint is ranked by eval/return", data.dataset
+                )
 
 def _is_progress_bar(callback: object) -> bool:
     """Whether a trainer callback (an instance, or a config entry naming a class) is a progress bar."""

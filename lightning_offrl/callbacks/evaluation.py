@@ -125,6 +125,10 @@ class D4RLEvaluation(pl.Callback):
         self.last_evaluated_update: int | None = None
         self.rounds_done = 0
         self.last_duration_s: float | None = None  # wall time of the last evaluation (this rank)
+        # False for a task without an environment (a dataset of the user's own without data.env_id): the fit
+        # trains and checkpoints, and this callback does nothing (the DataModule says so once).
+        self.enabled = True
+        self.has_reference_scores = True
 
     @property
     def state_key(self) -> str:
@@ -148,11 +152,17 @@ class D4RLEvaluation(pl.Callback):
                 "D4RLEvaluation does not know which task to evaluate: pass dataset='hopper-medium-v2' "
                 "(or the like) or train with a DataModule that has a `dataset` name"
             )
-        get_task(dataset)  # an unknown name fails now, with the list of known tasks
+        task = get_task(dataset)  # an unknown name fails now, with the list of known tasks
         self.resolved_dataset = dataset
+        self.has_reference_scores = task.has_reference_scores
+        self.enabled = task.has_environment
+        if not self.enabled and stage != "fit":
+            raise ConfigError(
+                f"{dataset} has no environment to evaluate in: pass data.env_id (a Gymnasium id) to {stage} it"
+            )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.last_evaluated_update is None:
+        if self.last_evaluated_update is None and self.enabled:
             self.last_evaluated_update = int(pl_module.num_updates)
 
     def on_train_batch_end(
@@ -207,6 +217,8 @@ class D4RLEvaluation(pl.Callback):
 
         A ``training_step`` may do several updates, so the test is on crossing, not equality.
         """
+        if not self.enabled:
+            return False
         updates = int(pl_module.num_updates)
         last = self.last_evaluated_update if self.last_evaluated_update is not None else 0
         return updates // self.interval > last // self.interval
@@ -214,7 +226,7 @@ class D4RLEvaluation(pl.Callback):
     def should_evaluate_at_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
         """True when ``at_train_end`` is set and updates happened since the last evaluation."""
         last = self.last_evaluated_update if self.last_evaluated_update is not None else 0
-        return self.at_train_end and int(pl_module.num_updates) > last
+        return self.enabled and self.at_train_end and int(pl_module.num_updates) > last
 
     def episode_ids(self, trainer: pl.Trainer) -> list[int]:
         """This rank's share of the episode ids ``0..episodes-1``."""
@@ -248,16 +260,15 @@ class D4RLEvaluation(pl.Callback):
         return result
 
     def metrics(self, result: EvaluationResult) -> dict[str, float]:
-        """The scalars logged for one evaluation."""
+        """The scalars logged for one evaluation (no normalized score for a task without reference returns)."""
         dataset = self.resolved_dataset
         assert dataset is not None
-        return {
-            "eval/return": result.mean_return(),
-            "eval/return_se": result.stderr_return(),
-            "eval/normalized_score": result.mean_normalized_score(dataset),
-            "eval/normalized_score_se": result.stderr_normalized_score(dataset),
-            "eval/episodes": float(result.num_episodes),
-        }
+        metrics = {"eval/return": result.mean_return(), "eval/return_se": result.stderr_return()}
+        if self.has_reference_scores:
+            metrics["eval/normalized_score"] = result.mean_normalized_score(dataset)
+            metrics["eval/normalized_score_se"] = result.stderr_normalized_score(dataset)
+        metrics["eval/episodes"] = float(result.num_episodes)
+        return metrics
 
     def log_result(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, result: EvaluationResult, in_train_end: bool
@@ -292,11 +303,14 @@ class D4RLEvaluation(pl.Callback):
             return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
         # Returns get two decimals: an antmaze return is a success fraction (0.02 = 2 in 100 episodes).
+        score = (
+            f"normalized score {fmt(metrics['eval/normalized_score'])} ± {fmt(metrics['eval/normalized_score_se'])}"
+            if "eval/normalized_score" in metrics else "raw return (no reference returns)"
+        )
         return (
             f"[bold]{self.resolved_dataset}[/bold] update {update} | "
             f"return {fmt(metrics['eval/return'], 2)} ± {fmt(metrics['eval/return_se'], 2)} | "
-            f"normalized score {fmt(metrics['eval/normalized_score'])} ± "
-            f"{fmt(metrics['eval/normalized_score_se'])} | {int(metrics['eval/episodes'])} episodes"
+            f"{score} | {int(metrics['eval/episodes'])} episodes"
             + (f" in {self.last_duration_s:.2f} s" if self.last_duration_s is not None else "")
             + (" [yellow]\\[replica][/yellow]" if is_replica else "")
         )

@@ -46,7 +46,8 @@ def datasets_list() -> list[dict[str, Any]]:
     Returns:
         Rows with ``name``, ``level``, ``buildable`` (a replica can be built here: the level has a
         recipe and the files it reads, such as a behaviour policy, are shipped), ``unbuildable_why``
-        (``None``, ``"no recipe"`` or the missing file's error), ``num_steps`` (D4RL's size) and the
+        (``None``, ``"no recipe"``, why no replica can ever be built, or the missing file's error), ``never``
+        (no replica can ever be built: human demonstrations, unshipped expert policies), ``num_steps`` (D4RL's size) and the
         sources present: ``d4rl`` (file), ``minari`` (id), ``replica`` (cached file), each ``None`` when
         absent.
     """
@@ -54,13 +55,14 @@ def datasets_list() -> list[dict[str, Any]]:
     rows = []
     for name in list_dataset_names():
         spec = get_dataset_spec(name)
-        why = None if spec.level in levels else "no recipe"
+        why = spec.no_replica_reason or (None if spec.level in levels else "no recipe")
         if why is None:
             try:
                 replica_inputs(spec)
             except DatasetError as error:
                 why = str(error)
         rows.append({"name": name, "level": spec.level, "buildable": why is None, "unbuildable_why": why,
+                     "never": spec.no_replica_reason is not None,
                      "num_steps": spec.num_steps, **available_sources(name)})
     return rows
 
@@ -69,6 +71,8 @@ def _recipe_label(row: dict[str, Any]) -> str:
     """The list's replica column: ``yes``, ``-`` (no recipe) or what is missing for the recipe."""
     if row["buildable"]:
         return "yes"
+    if row.get("never"):
+        return "never (see docs/data.md)"
     return "-" if row["unbuildable_why"] == "no recipe" else "policy not shipped"
 
 
@@ -242,8 +246,8 @@ def print_datasets_info(info: dict[str, Any], console: Console | None = None) ->
     if d4rl is not None:
         console.print(
             "D4RL's figures: sizes from D4RL's recipe, episode counts of its files as listed by the "
-            "TensorFlow Datasets catalog (d4rl_mujoco_*); no published mean return of D4RL's "
-            "files was found."
+            "TensorFlow Datasets catalog (d4rl_mujoco_*; Adroit: DAPG's 25 human demonstrations and "
+            "5,000 expert episodes); no published mean return of D4RL's files was found."
         )
 
 

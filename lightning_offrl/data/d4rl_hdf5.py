@@ -135,6 +135,25 @@ def _check_finite(values: np.ndarray, key: str, path: Path) -> None:
     )
 
 
+def read_d4rl_shapes(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """``(rows, obs_dim, act_dim)`` of a D4RL-format file, read from its headers without loading the data.
+
+    Raises:
+        DatasetError: the file is missing, not HDF5, or lacks 2-D ``observations``/``actions``.
+    """
+    path = Path(path)
+    if not path.is_file() or not h5py.is_hdf5(path):
+        raise DatasetError(f"{path}: not an existing HDF5 file; give the path of a D4RL-format .hdf5 file.")
+    with h5py.File(path, "r") as f:
+        shapes = {key: f[key].shape for key in ("observations", "actions") if isinstance(f.get(key), h5py.Dataset)}
+    if len(shapes) < 2 or any(len(shape) != 2 for shape in shapes.values()):
+        raise DatasetError(
+            f"{path}: needs 2-D 'observations' and 'actions' datasets (N, obs_dim) and (N, act_dim), found "
+            f"{shapes or 'neither'}; rewrite it with write_d4rl_hdf5."
+        )
+    return int(shapes["observations"][0]), int(shapes["observations"][1]), int(shapes["actions"][1])
+
+
 def read_d4rl_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The file-level attributes of an HDF5 file as plain Python values (``str``, ``int``, ...)."""
     import h5py

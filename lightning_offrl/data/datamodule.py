@@ -17,7 +17,7 @@ from lightning_offrl.data.normalization import (
     normalize_transitions,
     transform_rewards,
 )
-from lightning_offrl.errors import ConfigError, DatasetError
+from lightning_offrl.errors import ConfigError, DatasetError, UnknownDatasetError
 
 log = logging.getLogger("lightning_offrl")
 
@@ -47,6 +47,12 @@ class D4RLDataModule(pl.LightningDataModule):
         reward_scale: multiplier of the ``affine`` transform.
         reward_shift: offset of the ``affine`` transform (antmaze: ``-1``).
         seed: base seed of the batch sampler; rank ``r`` uses ``seed + r``.
+        env_id: for a dataset of your own (any ``dataset`` name that is not a known one, read from
+            ``path``): the Gymnasium environment to evaluate in. Without it the fit trains and checkpoints
+            with evaluation off.
+        ref_min_score: for a dataset of your own: the return that scores 0 (with ``ref_max_score``; without
+            them evaluation reports raw returns).
+        ref_max_score: the return that scores 100.
     """
 
     def __init__(
@@ -64,6 +70,9 @@ class D4RLDataModule(pl.LightningDataModule):
         reward_scale: float = 1.0,
         reward_shift: float = 0.0,
         seed: NonNegativeInt = 0,
+        env_id: str | None = None,
+        ref_min_score: float | None = None,
+        ref_max_score: float | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("batches_per_step", batches_per_step),
@@ -87,9 +96,10 @@ class D4RLDataModule(pl.LightningDataModule):
         self.reward_shift = reward_shift
         self.seed = seed
 
-        from lightning_offrl.envs.tasks import get_task
-
-        self.task = get_task(dataset)  # fails early, with the known names, on an unknown dataset
+        self.env_id = env_id
+        self.ref_min_score = ref_min_score
+        self.ref_max_score = ref_max_score
+        self.task = self._task_of(dataset, path, env_id, ref_min_score, ref_max_score)
         self.buffer: TransitionBuffer | None = None
         self.obs_stats: ObservationStats | None = None
         self.resolved_source: str | None = None
@@ -100,9 +110,56 @@ class D4RLDataModule(pl.LightningDataModule):
         self._dims: tuple[int, int] | None = None
         self._prepared: Any = None  # what prepare_data resolved, handed to setup in the same process
 
+    @staticmethod
+    def _task_of(dataset: str, path: str | None, env_id: str | None, ref_min_score: float | None,
+                 ref_max_score: float | None) -> Any:
+        """The dataset's task; a name that is not a known dataset, read from ``path``, gets a task of its own.
+
+        Fails early, with the known names, on an unknown name without a file.
+        """
+        from lightning_offrl.data.registry import is_d4rl_dataset, register_custom_dataset
+        from lightning_offrl.envs.tasks import get_task
+
+        own = (env_id, ref_min_score, ref_max_score) != (None, None, None)
+        if path is not None and not is_d4rl_dataset(dataset):
+            from lightning_offrl.data.d4rl_hdf5 import read_d4rl_shapes
+
+            rows = read_d4rl_shapes(path)[0]
+            spec = register_custom_dataset(dataset, env_id, ref_min_score, ref_max_score, num_steps=rows)
+            if not spec.task.has_environment:
+                from lightning.pytorch.utilities import rank_zero_only
+
+                if rank_zero_only.rank == 0:  # said once, not once per DDP process
+                    log.warning("%s: no data.env_id, so training and checkpointing run with evaluation off", dataset)
+            return spec.task
+        if own and is_d4rl_dataset(dataset):
+            raise ConfigError(
+                f"{dataset!r} is a known dataset with its own environment and reference returns; "
+                "data.env_id/ref_min_score/ref_max_score only apply to a dataset of your own: give your file "
+                "another data.dataset name and pass it as data.path"
+            )
+        if own:
+            raise ConfigError(
+                "data.env_id/ref_min_score/ref_max_score describe a dataset of your own, read from its file: "
+                f"pass the file of {dataset!r} as data.path"
+            )
+        try:
+            return get_task(dataset)
+        except UnknownDatasetError as error:
+            raise UnknownDatasetError(
+                f"{error} To train on a file of your own under any name, pass it as data.path (and "
+                "data.env_id to evaluate in a Gymnasium environment)."
+            ) from None
+
     # ----------------------------------------------------------------------------------- sizes
     def _env_dims(self) -> tuple[int, int]:
-        """Observation/action sizes from the environment, so the model can be built before the data."""
+        """Observation/action sizes from the environment (or, for a task without one, from the file's
+        headers), so the model can be built before the data."""
+        if self._dims is None and not self.task.has_environment:
+            from lightning_offrl.data.d4rl_hdf5 import read_d4rl_shapes
+
+            assert self.path is not None, "a task without an environment is a dataset read from data.path"
+            self._dims = read_d4rl_shapes(self.path)[1:]
         if self._dims is None:
             from lightning_offrl.envs.tasks import make_env
 
@@ -148,10 +205,13 @@ class D4RLDataModule(pl.LightningDataModule):
         transitions = qlearning_transitions(resolved.arrays)
         obs_dim, act_dim = transitions["observations"].shape[1], transitions["actions"].shape[1]
         if (obs_dim, act_dim) != self._env_dims():
+            env_obs, env_act = self._env_dims()
+            check = "data.env_id and data.path" if self.env_id else "data.dataset and data.path"
             raise DatasetError(
-                f"{resolved.path or self.dataset}: observations/actions are {obs_dim}/{act_dim}-d but the "
-                f"{self.task.gym_id} environment has {self._env_dims()[0]}/{self._env_dims()[1]}; the file "
-                "does not belong to this task (check data.dataset and data.path)"
+                f"{resolved.path or self.dataset}: observations {(len(transitions['observations']), obs_dim)} and "
+                f"actions {(len(transitions['actions']), act_dim)} do not fit the {self.task.gym_id} environment, "
+                f"which observes ({env_obs},) and acts in ({env_act},); the file does not belong to this "
+                f"environment (check {check})"
             )
         if self.obs_stats is None:
             self.obs_stats = (

@@ -10,7 +10,9 @@ The D4RL observation is the ``observation`` entry, with the agent's position (``
 put in front when the entry lacks it: gymnasium-robotics' AntMaze leaves the ant's x-y out of
 ``observation`` (27 values) while D4RL's antmaze observation is the full ``qpos + qvel`` (29 values,
 x-y first); PointMaze's ``observation`` already starts with the position and is used as is.
-``desired_goal`` is kept as ``infos/goal`` (D4RL's name for it). Numeric per-step ``infos`` are kept
+``desired_goal`` is kept as ``infos/goal`` (D4RL's name for it). Franka Kitchen's goals are dictionaries
+per sub-task: there the ``observation`` entry is returned as is and the dataset's spec converts it
+(:attr:`lightning_offrl.data.registry.DatasetSpec.minari_adapter`). Numeric per-step ``infos`` are kept
 as ``infos/<key>``, aligned with the observation they were returned with.
 
 Minari's remote listing retries for ~23 s without network and listing creates ``~/.minari``, so
@@ -152,11 +154,15 @@ def _flat_observations(observations: Any, dataset_id: str) -> tuple[np.ndarray, 
     state = np.asarray(observations["observation"])
     state = state.reshape(len(state), -1)
     position = observations.get("achieved_goal")
+    goal = observations.get("desired_goal")
+    if isinstance(position, Mapping) or isinstance(goal, Mapping):
+        # Per-sub-task goals (Franka Kitchen): the state is the 'observation' entry; the dataset's spec
+        # turns it into D4RL's layout (DatasetSpec.minari_adapter).
+        return state, None
     if position is not None:
         position = np.asarray(position).reshape(len(state), -1)
         if not np.allclose(state[:, : position.shape[1]], position):
             state = np.concatenate([position, state], axis=1)
-    goal = observations.get("desired_goal")
     return state, (None if goal is None else np.asarray(goal).reshape(len(state), -1))
 
 

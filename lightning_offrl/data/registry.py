@@ -6,7 +6,10 @@ the recipe that produced the data. The maze names of D4RL carry no level word, s
 
 * ``antmaze-umaze-v2`` -> level ``fixed`` (one start and one goal), ``antmaze-*-diverse-v2`` ->
   ``diverse`` (random starts and goals), ``antmaze-*-play-v2`` -> ``play`` (hand-picked ones);
-* ``maze2d-*-v1`` -> level ``planner`` (waypoints from a Q-iteration planner, PD controller).
+* ``maze2d-*-v1`` -> level ``planner`` (waypoints from a Q-iteration planner, PD controller);
+* ``kitchen-{complete,partial,mixed}-v0`` -> levels ``complete``, ``partial``, ``mixed`` (each its own task).
+
+Adroit names carry their level: ``door-human-v1`` is domain ``door``, level ``human``.
 
 A *replica builder* generates a dataset of one level with D4RL's recipe on the Gymnasium
 environments; builders register themselves per level when :mod:`lightning_offrl.collect` is
@@ -20,12 +23,12 @@ import importlib
 import re
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from lightning_offrl.envs.tasks import TaskSpec, get_task
-from lightning_offrl.errors import DatasetError, UnknownDatasetError
+from lightning_offrl.envs.tasks import TASKS, TaskSpec, custom_task, get_task, register_task
+from lightning_offrl.errors import ConfigError, DatasetError, UnknownDatasetError
 
 _D4RL_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
 
@@ -44,6 +47,11 @@ class DatasetSpec:
             when Minari has none).
         d4rl_url: where D4RL downloads the file from; d4rl saves it under the URL's file name.
         d4rl_episodes: number of episodes in D4RL's file, where published (``None`` otherwise).
+        minari_adapter: turns the arrays read from a Minari dataset into D4RL's layout where Minari's
+            differs (kitchen's dictionary observations); ``None`` where it does not.
+        custom: a dataset named by the user outside D4RL's families (its own file, its own task).
+        no_replica_reason: why no replica of this dataset can ever be built here (human demonstrations,
+            unshipped expert policies); ``None`` where a recipe may exist.
     """
 
     name: str
@@ -54,6 +62,9 @@ class DatasetSpec:
     minari_ids: tuple[str, ...] = ()
     d4rl_url: str = ""
     d4rl_episodes: int | None = None
+    minari_adapter: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+    custom: bool = False
+    no_replica_reason: str | None = None
 
     @property
     def d4rl_filename(self) -> str:
@@ -128,7 +139,93 @@ def _build_specs() -> dict[str, DatasetSpec]:
     return specs
 
 
-DATASETS: dict[str, DatasetSpec] = _build_specs()
+# Adroit (d4rl/hand_manipulation_suite/__init__.py, V1 datasets) and Kitchen (d4rl/kitchen/__init__.py).
+ADROIT_LEVELS: tuple[str, ...] = ("human", "cloned", "expert")
+# Rows of D4RL's v1 files: human = DAPG's 25 teleoperated demonstrations per task; cloned = 500k (pen) or 1M
+# rows, half demonstrations and half rollouts of a policy cloned from them; expert = 5,000 episodes of DAPG's
+# expert policy (pen 100 steps, the others 200). door-human: 6,729 rows in 25 episodes.
+_ADROIT_STEPS = {
+    "pen": {"human": 5_000, "cloned": 500_000, "expert": 500_000},
+    "door": {"human": 6_729, "cloned": 1_000_000, "expert": 1_000_000},
+    "hammer": {"human": 11_310, "cloned": 1_000_000, "expert": 1_000_000},
+    "relocate": {"human": 9_942, "cloned": 1_000_000, "expert": 1_000_000},
+}
+_ADROIT_EPISODES = {"human": 25, "expert": 5_000}
+# name -> (D4RL's file, rows); kitchen-complete: the demonstrations of exactly its four sub-tasks;
+# partial and mixed: every demonstration (the rows and terminals D4RL's files hold).
+_KITCHEN = {
+    "complete": ("mini_kitchen_microwave_kettle_light_slider-v0.hdf5", 3_680),
+    "partial": ("kitchen_microwave_kettle_light_slider-v0.hdf5", 136_950),
+    "mixed": ("kitchen_microwave_kettle_bottomburner_light-v0.hdf5", 136_950),
+}
+
+
+# Why no recipe can ever replicate the Adroit and Kitchen levels here (``datasets make`` and the resolver say so).
+_NO_REPLICA: dict[str, str] = {
+    "human": "human demonstrations (DAPG's teleoperated episodes) cannot be regenerated",
+    "cloned": "cloned data is half DAPG's human demonstrations and half rollouts of a policy cloned from them, "
+              "so it cannot be regenerated without them",
+    "expert": "expert data needs DAPG's expert policies, which are not shipped, and no expert policy can be "
+              "trained honestly here (DAPG trains from the human demonstrations)",
+    "complete": "kitchen demonstrations are human teleoperation (Relay Policy Learning) and cannot be regenerated",
+    "partial": "kitchen demonstrations are human teleoperation (Relay Policy Learning) and cannot be regenerated",
+    "mixed": "kitchen demonstrations are human teleoperation (Relay Policy Learning) and cannot be regenerated",
+}
+
+
+def _kitchen_minari_adapter(domain: str) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    from functools import partial
+
+    from lightning_offrl.envs.kitchen import KITCHEN_TASKS
+
+    return partial(_kitchen_from_minari, task_domain=domain, elements=KITCHEN_TASKS[domain].elements)
+
+
+def _kitchen_from_minari(arrays: dict[str, np.ndarray], task_domain: str,
+                         elements: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Minari's kitchen rows (59-value observations, per-step completion rewards) in D4RL's layout.
+
+    Observations become D4RL's 60 values (positions + the task's goal vector); rewards become D4RL's
+    dataset labels, the number of the task's sub-tasks each row's observation satisfies. Minari's own
+    rewards are kept as ``infos/minari_rewards``.
+    """
+    from lightning_offrl.envs.kitchen import KITCHEN_TASKS, d4rl_observations_from_robotics, markovian_rewards
+
+    task = KITCHEN_TASKS[task_domain]
+    out = dict(arrays)
+    if arrays["observations"].shape[1] == 60:  # already D4RL's layout
+        return out
+    for key in ("observations", "next_observations"):
+        if key in out:
+            out[key] = d4rl_observations_from_robotics(out[key], task)
+    out["infos/minari_rewards"] = np.asarray(arrays["rewards"], dtype=np.float32)
+    out["rewards"] = markovian_rewards(out["observations"], elements)
+    return out
+
+
+def _build_hand_and_kitchen_specs() -> dict[str, DatasetSpec]:
+    specs: dict[str, DatasetSpec] = {}
+    for domain, sizes in _ADROIT_STEPS.items():
+        for level in ADROIT_LEVELS:
+            name = f"{domain}-{level}-v1"
+            specs[name] = DatasetSpec(
+                name, domain, level, get_task(domain), sizes[level], (f"D4RL/{domain}/{level}-v2",),
+                f"{_D4RL_URL}/hand_dapg_v1/{name}.hdf5", d4rl_episodes=_ADROIT_EPISODES.get(level),
+                no_replica_reason=_NO_REPLICA[level],
+            )
+    for level, (filename, num_steps) in _KITCHEN.items():
+        name, domain = f"kitchen-{level}-v0", f"kitchen-{level}"
+        specs[name] = DatasetSpec(
+            name, domain, level, get_task(domain), num_steps, (f"D4RL/kitchen/{level}-v2",),
+            f"{_D4RL_URL}/kitchen/{filename}", minari_adapter=_kitchen_minari_adapter(domain),
+            no_replica_reason=_NO_REPLICA[level],
+        )
+    return specs
+
+
+DATASETS: dict[str, DatasetSpec] = {**_build_specs(), **_build_hand_and_kitchen_specs()}
+
+
 
 
 # Size of a dataset of a task registered outside D4RL's families when nobody registered its size.
@@ -141,6 +238,64 @@ def register_dataset(spec: DatasetSpec, overwrite: bool = False) -> None:
     if spec.name in DATASETS and not overwrite:
         raise ValueError(f"dataset {spec.name!r} is already registered; pass overwrite=True")
     DATASETS[spec.name] = spec
+
+
+def is_known_dataset(name: str) -> bool:
+    """Whether ``name`` is a registered dataset or a dataset of a task registered outside D4RL's families."""
+    try:
+        get_dataset_spec(name)
+    except UnknownDatasetError:
+        return False
+    return True
+
+
+def is_d4rl_dataset(name: str) -> bool:
+    """Whether ``name`` is a dataset the project knows by itself (D4RL's or an added task's), not one of the
+    user's own registered with :func:`register_custom_dataset`."""
+    return is_known_dataset(name) and not get_dataset_spec(name).custom
+
+
+def register_custom_dataset(
+    name: str,
+    env_id: str | None = None,
+    ref_min_score: float | None = None,
+    ref_max_score: float | None = None,
+    num_steps: int = DEFAULT_NUM_STEPS,
+) -> DatasetSpec:
+    """Registers a dataset of the user's own (read from its file), with its own task.
+
+    The task's domain is ``name`` without its ``-v<k>`` suffix; it is evaluated in ``env_id`` (with a
+    normalized score when both reference returns are given), or not at all without ``env_id``. Registering
+    the same name again replaces the earlier registration (every process of a DDP run registers it).
+
+    Args:
+        name: any dataset name that is not a known dataset.
+        env_id: Gymnasium environment for evaluation, or ``None``.
+        ref_min_score: return scoring 0.
+        ref_max_score: return scoring 100.
+        num_steps: rows of the file (informational).
+
+    Returns:
+        The registered spec.
+
+    Raises:
+        ConfigError: ``name`` is a known dataset or its domain is a built-in task, or the references are
+            inconsistent (:func:`lightning_offrl.envs.tasks.custom_task`).
+    """
+    domain = re.sub(r"-v\d+$", "", name)
+    existing = DATASETS.get(name)
+    if (existing is not None and not existing.custom) or (
+        domain in TASKS and not any(spec.custom and spec.domain == domain for spec in DATASETS.values())
+    ):
+        raise ConfigError(
+            f"{name!r} is a known dataset or task; data.env_id and data.ref_min_score/ref_max_score only apply "
+            "to a dataset of your own: give it another name (data.dataset) and pass its file as data.path"
+        )
+    task = custom_task(domain, env_id, ref_min_score, ref_max_score)
+    register_task(task, overwrite=True)
+    spec = DatasetSpec(name, domain, "custom", task, int(num_steps), custom=True)
+    register_dataset(spec, overwrite=True)
+    return spec
 
 
 def list_dataset_names() -> list[str]:
@@ -277,8 +432,10 @@ def get_replica_builder(level: str, spec: DatasetSpec | None = None) -> ReplicaB
         DatasetError: no builder exists for ``level``; the message says which levels can be built
             and how to supply the data instead.
     """
+    if spec is not None and spec.custom:
+        raise DatasetError(f"{spec.name} is your own dataset: it is read from data.path, never built")
     _load_builders()
-    if level in _REPLICA_BUILDERS:
+    if level in _REPLICA_BUILDERS and (spec is None or spec.no_replica_reason is None):
         return _REPLICA_BUILDERS[level]
     what = spec.name if spec is not None else f"level {level!r}"
     supply = (
@@ -289,6 +446,8 @@ def get_replica_builder(level: str, spec: DatasetSpec | None = None) -> ReplicaB
     if spec is not None and spec.minari_ids:
         minari_id = spec.minari_ids[0]
         supply += f", or download the Minari dataset {minari_id} (`minari download {minari_id}`)"
+    if spec is not None and spec.no_replica_reason is not None:
+        raise DatasetError(f"{what}: no replica can be built ({spec.no_replica_reason}). To use it, {supply}.")
     raise DatasetError(
         f"no replica recipe for {what} (level {level!r}) yet: replicas can be built now for levels "
         f"{', '.join(sorted(_REPLICA_BUILDERS)) or 'none'}. To use this dataset, {supply}."

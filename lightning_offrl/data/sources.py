@@ -206,8 +206,21 @@ def _from_d4rl_file(spec: DatasetSpec, path: Path) -> ResolvedDataset:
     return ResolvedDataset(spec.name, "d4rl", path, arrays, is_replica, attrs)
 
 
+# Domains whose Minari datasets were re-simulated in Gymnasium-Robotics, whose rewards are not D4RL's
+# (lightning_offrl.envs.adroit: door, hammer and relocate changed sign in Gymnasium-Robotics 1.2.1).
+_MINARI_REWARDS_DIFFER = ("door", "hammer", "relocate")
+
+
 def _from_minari(spec: DatasetSpec, dataset_id: str) -> ResolvedDataset:
     arrays = load_minari_arrays(dataset_id)
+    if spec.minari_adapter is not None:
+        arrays = spec.minari_adapter(arrays)
+    if spec.domain in _MINARI_REWARDS_DIFFER:
+        log.warning(
+            "%s: Minari's %s holds the rewards of the Gymnasium-Robotics version that re-simulated D4RL's "
+            "episodes, which may differ from D4RL's (docs/data.md, 'Adroit'); evaluation uses D4RL's reward",
+            spec.name, dataset_id,
+        )
     folder = minari_root() / dataset_id
     log.info("%s: using the local Minari dataset %s (%d transitions) from %s", spec.name, dataset_id,
              len(arrays["rewards"]), folder)

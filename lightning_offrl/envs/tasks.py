@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import gymnasium as gym
 import numpy as np
 
-from lightning_offrl.errors import UnknownDatasetError
+from lightning_offrl.errors import ConfigError, UnknownDatasetError
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,11 @@ class TaskSpec:
 
     Attributes:
         domain: D4RL's prefix (``hopper``, ``antmaze-umaze``, ``maze2d-medium``, ...).
-        gym_id: the Gymnasium environment id.
-        ref_min_score: D4RL's reference return of a random policy.
-        ref_max_score: D4RL's reference return of an expert policy.
+        gym_id: the Gymnasium environment id (empty for a task without an environment: it trains and
+            checkpoints, but cannot be evaluated).
+        ref_min_score: D4RL's reference return of a random policy (``None`` for a task without
+            reference returns: its returns are reported raw).
+        ref_max_score: D4RL's reference return of an expert policy (``None`` likewise).
         max_episode_steps: episode length limit used for data and evaluation.
         gym_kwargs: extra keyword arguments for ``gym.make``.
         env_factory: optional ``(spec, **kwargs) -> gym.Env`` for tasks that need wrappers
@@ -38,14 +40,33 @@ class TaskSpec:
 
     domain: str
     gym_id: str
-    ref_min_score: float
-    ref_max_score: float
+    ref_min_score: float | None
+    ref_max_score: float | None
     max_episode_steps: int = 1000
     gym_kwargs: Mapping[str, Any] = field(default_factory=dict)
     env_factory: Callable[..., gym.Env] | None = None
 
+    @property
+    def has_environment(self) -> bool:
+        """Whether the task names an environment to evaluate in."""
+        return bool(self.gym_id)
+
+    @property
+    def has_reference_scores(self) -> bool:
+        """Whether the task has reference returns, i.e. a normalized score."""
+        return self.ref_min_score is not None and self.ref_max_score is not None
+
     def normalized_score(self, returns: float | np.ndarray) -> np.ndarray:
-        """D4RL normalized score in percent: ``100 * (R - min) / (max - min)``."""
+        """D4RL normalized score in percent: ``100 * (R - min) / (max - min)``.
+
+        Raises:
+            ConfigError: the task has no reference returns.
+        """
+        if self.ref_min_score is None or self.ref_max_score is None:
+            raise ConfigError(
+                f"task {self.domain!r} has no reference returns, so it has no normalized score; pass "
+                "data.ref_min_score and data.ref_max_score to get one"
+            )
         returns = np.asarray(returns, dtype=np.float64)
         return 100.0 * (returns - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
 
@@ -132,7 +153,80 @@ def make_env(name: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
 
 
 def _ensure_registered(gym_id: str) -> None:
-    if gym_id not in gym.registry and ("Maze" in gym_id):
+    # gymnasium-robotics registers its mazes, Adroit hands and kitchen only when it is imported.
+    if gym_id not in gym.registry and ("Maze" in gym_id or "Adroit" in gym_id or "Kitchen" in gym_id):
         import gymnasium_robotics
 
         gym.register_envs(gymnasium_robotics)
+
+
+# ---------------------------------------------------------------------------------- custom tasks
+def make_custom_env(spec: TaskSpec, **kwargs: Any) -> gym.Env:
+    """The ``env_factory`` of a task named by the user (:func:`custom_task`): ``gym.make(spec.gym_id)``.
+
+    The environment keeps its own registered time limit; Gymnasium-Robotics ids are registered on demand.
+
+    Raises:
+        ConfigError: the task has no environment, or Gymnasium does not know the id.
+    """
+    if not spec.gym_id:
+        raise ConfigError(
+            f"task {spec.domain!r} has no environment to evaluate in; pass data.env_id (a Gymnasium id) to "
+            "evaluate it"
+        )
+    return gym.make(resolve_env_id(spec.gym_id), **{**spec.gym_kwargs, **kwargs})
+
+
+def resolve_env_id(env_id: str) -> str:
+    """Checks that Gymnasium knows ``env_id`` (registering Gymnasium-Robotics' environments if needed).
+
+    Returns:
+        ``env_id``.
+
+    Raises:
+        ConfigError: no such environment.
+    """
+    for attempt in range(2):
+        try:
+            gym.spec(env_id)
+            return env_id
+        except gym.error.Error as error:
+            if attempt == 1 or ":" in env_id:
+                raise ConfigError(
+                    f"unknown Gymnasium environment {env_id!r} ({error}); pass a registered id such as "
+                    "'Hopper-v5' or 'AdroitHandDoor-v1', or 'module:EnvName-v0' to import one"
+                ) from None
+            import gymnasium_robotics
+
+            gym.register_envs(gymnasium_robotics)
+    return env_id  # pragma: no cover - the loop returns or raises
+
+
+def custom_task(domain: str, env_id: str | None = None, ref_min_score: float | None = None,
+                ref_max_score: float | None = None) -> TaskSpec:
+    """A task for a dataset outside D4RL's families, evaluated in ``env_id`` (or not evaluated at all).
+
+    Args:
+        domain: the task's name (a dataset name without its ``-v<k>`` suffix).
+        env_id: the Gymnasium environment to evaluate in; ``None`` for none.
+        ref_min_score: the return that scores 0 (with ``ref_max_score``, or neither).
+        ref_max_score: the return that scores 100.
+
+    Returns:
+        The spec (not registered; see :func:`register_task`).
+
+    Raises:
+        ConfigError: only one reference return, equal ones, or references without an environment.
+    """
+    if (ref_min_score is None) != (ref_max_score is None):
+        raise ConfigError("give both data.ref_min_score and data.ref_max_score (the returns scoring 0 and 100), "
+                          "or neither")
+    if ref_min_score is not None and ref_min_score == ref_max_score:
+        raise ConfigError(f"data.ref_min_score and data.ref_max_score are both {ref_min_score}: they must differ")
+    if ref_min_score is not None and not env_id:
+        raise ConfigError("data.ref_min_score/ref_max_score normalize evaluation returns, but without data.env_id "
+                          "nothing is evaluated; pass data.env_id or drop the reference returns")
+    max_steps = 0
+    if env_id:
+        max_steps = int(gym.spec(resolve_env_id(env_id)).max_episode_steps or 0)
+    return TaskSpec(domain, env_id or "", ref_min_score, ref_max_score, max_steps, env_factory=make_custom_env)
