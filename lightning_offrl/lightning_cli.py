@@ -161,6 +161,8 @@ class OffRLCLI(LightningCLI):
     def after_fit(self) -> None:
         # The last lines of a fit: where everything is and how to look at it.
         trainer = self.trainer
+        # trainer.log_dir broadcasts from rank 0 under DDP: every rank must ask, before the others return.
+        log_dir = trainer.log_dir or trainer.default_root_dir
         if not trainer.is_global_zero:
             return
         import rich
@@ -173,7 +175,6 @@ class OffRLCLI(LightningCLI):
                 update = int(callback.last_evaluated_update or 0)
                 summary = callback.summary(trainer, update, callback.metrics(callback.last_result))
                 console.print(f"final score: {summary}", soft_wrap=True)
-        log_dir = trainer.log_dir or trainer.default_root_dir
         console.print(f"run folder: {log_dir}", soft_wrap=True, markup=False, highlight=False)
         written = _written_checkpoints(trainer)
         if written:
