@@ -1,8 +1,8 @@
 """Success rate of the antmaze data collector in the evaluation environment.
 
 The collector is the shipped goal-reaching ant following the grid planner's waypoints, acting as the
-replicas do (a tanh-Gaussian draw plus ``N(0, 0.2^2)`` noise). Run on the evaluation episodes that
-``benchmarks/results.py`` uses (reset seeds 100000+), its success rate should match the share of the
+replicas do (a tanh-Gaussian draw plus ``N(0, 0.2^2)`` noise). Run on the final-evaluation episodes of
+``lightning_offrl sweep`` (reset seeds 100000+), its success rate should match the share of the
 replica's episodes that pass the evaluation goal: a check that evaluation and data agree.
 
     python benchmarks/antmaze_collector_eval.py --dataset antmaze-umaze-v2 --episodes 20

@@ -23,7 +23,7 @@ from lightning_offrl.algos.base import OfflineRLModule
 from lightning_offrl.data.datamodule import D4RLDataModule
 from lightning_offrl.errors import OffRLError
 
-TOP_LEVEL_HELP = """usage: lightning_offrl {fit,validate,test,datasets,evaluate} ...
+TOP_LEVEL_HELP = """usage: lightning_offrl {fit,validate,test,datasets,evaluate,sweep,sweep-report} ...
 
 Diffusion-based offline reinforcement learning on PyTorch Lightning.
 
@@ -33,6 +33,8 @@ commands:
   test       evaluate a model through Lightning's test loop (--ckpt_path CKPT)
   datasets   list | make NAME | info NAME|PATH: the D4RL-named datasets and their sources
   evaluate   --ckpt_path CKPT [--episodes N] [--seed S]: return and D4RL normalized score of a checkpoint
+  sweep      --configs A B --datasets X Y --seeds 0 1 2 --output DIR: every combination as one fit on Ray,
+             then results.csv, results.md and learning curves under DIR (sweep-report DIR: rebuild them)
 
 Run `lightning_offrl <command> --help` for the options of a command.
 Set LIGHTNING_OFFRL_DEBUG=1 to see tracebacks of user errors."""
@@ -167,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from lightning_offrl.evaluate import main as evaluate_main
 
             return evaluate_main(args[1:])
+        if args[0] in ("sweep", "sweep-report"):
+            from lightning_offrl.sweep import main as sweep_main
+
+            return sweep_main(args)
         run_lightning_cli(None if argv is None else args)
         return 0
     except OffRLError as err:
