@@ -642,14 +642,14 @@ def start_local_ray(num_cpus: int) -> None:
     # On a machine busy with other jobs Ray's start can time out (its raylet waits a fixed time for its
     # agents' ports). The processes of the failed start are this process's children and are left
     # running by Ray; they are stopped before the next try.
-    for attempt in range(3):
+    for attempt in range(5):
         try:
             ray.init(num_cpus=num_cpus, **RAY_INIT)
             return
         except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception for this time-out
             ray.shutdown()
             _stop_child_processes()
-            if "timed out during startup" not in str(err) or attempt == 2:
+            if "timed out during startup" not in str(err) or attempt == 4:
                 raise OffRLError(f"the local Ray did not start ({err}); if the machine is busy, try again "
                                  "later or start one with `ray start --head` and pass --address auto") from err
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 from pathlib import Path
 from typing import Iterator
@@ -44,6 +43,8 @@ def run_dir(output: Path, seed: int) -> Path:
     return output / "runs" / "iql_hopper" / "pointgoal-random-v0" / f"seed{seed}"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # Ray's start and three worker processes; ~3 min on 2 idle cores, far more on busy ones
 def test_sweep_writes_runs_tables_and_curves_then_skips_and_resumes(
     local_ray: None, pointgoal_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -177,4 +178,4 @@ def test_history_csv_renders_the_results_table() -> None:
     text = (docs / "results.md").read_text()
     table = text.split("<!-- results-table -->\n", 1)[1].split("\n<!-- /results-table -->", 1)[0]
     assert render_table(read_csv(docs / "results" / "results.csv")) == table
-    assert not math.isnan(len(table))
+    assert table.count("\n") > 50  # the whole table, not an empty match
