@@ -1,16 +1,17 @@
 """Signs of world-model exploitation in finished ADEPT runs, next to the learner alone.
 
-For every seed of a config on a dataset (the newest run that ``benchmarks/results.py`` left under
-``runs/results/<config>/<dataset>/seed<k>/``), prints the learner's critic loss at its first and last
-logged update, the world-model rollouts' mean predicted reward at the first and last round and their
-mean length, and the score of the fit's own last evaluation (its episodes are not
-the ones ``results.py`` scores). The data's own mean reward is printed on IQL's
+For every seed of a config on a dataset (the run folders ``<runs>/<config>/<dataset>/seed<k>/`` of a
+``lightning_offrl sweep``, whose events lie in the folder itself, or those the former
+``benchmarks/results.py`` left under ``runs/results``, whose newest ``version_*`` is read), prints the
+learner's critic loss at its first and last logged update, the world-model rollouts' mean predicted
+reward at the first and last round and their mean length, and the score of the fit's own last
+evaluation (its episodes are not the ones of the final evaluation). The data's own mean reward is printed on IQL's
 ``return_range`` scale (the scale the rollouts' rewards are logged on for IQL-based configs): rollouts
 that earn more than the data while the policy scores less in the environment, with a critic loss that
 grows far beyond the learner's own, are the pattern docs/methods/adept.md describes.
 
     python benchmarks/adept_diagnostics.py --dataset walker2d-medium-v2 \\
-        --configs iql_walker2d adept_iql_walker2d
+        --configs iql_walker2d adept_iql_walker2d --runs runs/sweeps/walker2d-medium/runs
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--configs", nargs="+", required=True)
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "results")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "results",
+                        help="DIR/runs of a sweep, or the former script's runs/results (the default)")
     args = parser.parse_args()
 
     data = resolve_dataset(args.dataset, progress=False)
@@ -48,8 +50,9 @@ def main() -> None:
           f"scale; terminal rows {np.mean(arrays['terminals']):.2%}")
     for config in args.configs:
         for seed_dir in sorted((args.runs / config / args.dataset).glob("seed*")):
-            versions = sorted(seed_dir.glob("version_*"))
-            if not versions:
+            # A sweep's run folder holds its events; the former script's held version_* folders.
+            versions = sorted(seed_dir.glob("version_*")) or [seed_dir]
+            if not list(versions[-1].glob("events.out.tfevents.*")):
                 continue
             logged = scalars(versions[-1])
             line = f"  {config:<24} {seed_dir.name}:"
