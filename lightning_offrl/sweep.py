@@ -297,9 +297,10 @@ def execute_run(
         # Paths relative to the sweep folder, so that the folder can be moved or copied whole.
         "log": str(rel / LOG_FILE), "checkpoint": str(rel / LAST_CHECKPOINT),
         "attempts": int(previous.get("attempts", 0)) + 1,
-        # Time of earlier attempts that ended (finished, failed or stopped gracefully); a worker killed
-        # outright cannot add its own.
-        "train_seconds": float(previous.get("train_seconds", 0.0)),
+        # Fit time of the earlier attempts this one continues (those that ended, or were stopped
+        # gracefully; a worker killed outright cannot add its own); a run started again from
+        # nothing starts from 0.
+        "train_seconds": float(previous.get("train_seconds", 0.0)) if resume else 0.0,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if data_error is not None:
@@ -307,6 +308,7 @@ def execute_run(
         return read_result(run_dir) or record
     write_result(run_dir, record)
     start = time.perf_counter()
+    fit_seconds: float | None = None  # set when the fit returns; evaluation time is not training time
     status, error = FAILED, None
     with output_to(run_dir / LOG_FILE):
         print(f"\n=== {datetime.now().isoformat(timespec='seconds')} attempt {record['attempts']}: "
@@ -319,7 +321,7 @@ def execute_run(
             torch.set_num_threads(threads)
             record["hardware"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
             code = cli_main(["fit", *spec.fit_args(ckpt if resume else None)])
-            record["train_seconds"] += time.perf_counter() - start
+            fit_seconds = time.perf_counter() - start
             if code != 0:
                 error = "the fit stopped with a configuration or data error (the last lines of the log)"
             elif not ckpt.is_file():
@@ -331,14 +333,13 @@ def execute_run(
         except (KeyboardInterrupt, SystemExit) as err:
             # ray.cancel raises KeyboardInterrupt here; Lightning turns it into SystemExit(1) after
             # its own graceful shutdown. The last checkpoint stays for the next run of the sweep.
-            record["train_seconds"] += time.perf_counter() - start
             status, error = INTERRUPTED, f"stopped ({type(err).__name__})"
         except Exception as err:  # noqa: BLE001 - a failed run is reported, the others go on
             import traceback
 
             traceback.print_exc()
-            record["train_seconds"] += time.perf_counter() - start
             error = f"{type(err).__name__}: {err}"
+    record["train_seconds"] += fit_seconds if fit_seconds is not None else time.perf_counter() - start
     if status != FINISHED and error and "(the last lines of the log)" in error:
         error = last_error_line(run_dir / LOG_FILE) or error
     record.update(status=status, error=error, train_minutes=round(record["train_seconds"] / 60, 2))
