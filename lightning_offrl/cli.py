@@ -23,7 +23,7 @@ from lightning_offrl.algos.base import OfflineRLModule
 from lightning_offrl.data.datamodule import D4RLDataModule
 from lightning_offrl.errors import OffRLError
 
-TOP_LEVEL_HELP = """usage: lightning_offrl {fit,validate,test,datasets,evaluate} ...
+TOP_LEVEL_HELP = """usage: lightning_offrl {fit,validate,test,datasets,evaluate,export} ...
 
 Diffusion-based offline reinforcement learning on PyTorch Lightning.
 
@@ -32,7 +32,8 @@ commands:
   validate   evaluate a model through Lightning's validation loop (--ckpt_path CKPT)
   test       evaluate a model through Lightning's test loop (--ckpt_path CKPT)
   datasets   list | make NAME | info NAME|PATH: the D4RL-named datasets and their sources
-  evaluate   --ckpt_path CKPT [--episodes N] [--seed S]: return and D4RL normalized score of a checkpoint
+  evaluate   --ckpt_path CKPT [--episodes N] [--seed S] [--video FILE.mp4|.gif]: return and D4RL normalized score of a checkpoint
+  export     --ckpt_path CKPT --output FILE [--format torchscript|onnx]: the deterministic policy as one file
 
 Run `lightning_offrl <command> --help` for the options of a command.
 Set LIGHTNING_OFFRL_DEBUG=1 to see tracebacks of user errors."""
@@ -167,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from lightning_offrl.evaluate import main as evaluate_main
 
             return evaluate_main(args[1:])
+        if args[0] == "export":
+            from lightning_offrl.export import main as export_main
+
+            return export_main(args[1:])
         run_lightning_cli(None if argv is None else args)
         return 0
     except OffRLError as err:
