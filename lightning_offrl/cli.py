@@ -32,7 +32,8 @@ commands:
   validate   evaluate a model through Lightning's validation loop (--ckpt_path CKPT)
   test       evaluate a model through Lightning's test loop (--ckpt_path CKPT)
   datasets   list | make NAME | info NAME|PATH: the D4RL-named datasets and their sources
-  evaluate   --ckpt_path CKPT [--episodes N] [--seed S] [--video FILE.mp4|.gif]: return and D4RL normalized score of a checkpoint
+  evaluate   --ckpt_path CKPT [--episodes N] [--seed S]: return and D4RL normalized score of a checkpoint
+             [--video FILE.mp4|FILE.gif]: and a video of its first episode(s)
   export     --ckpt_path CKPT --output FILE [--format torchscript|onnx]: the deterministic policy as one file
 
 Run `lightning_offrl <command> --help` for the options of a command.

@@ -120,10 +120,10 @@ def _deterministic_actor(module: OfflineRLModule) -> nn.Module:
     raise ExportError(f"{name} has no exporter; exportable methods: IQL, SAC, BC, DTQL, ADEPT, SWG")
 
 
-def _check_swg_is_deterministic(module: nn.Module) -> None:
-    if module.temperature != 0.0 or module.num_candidates != 1:  # type: ignore[attr-defined]
+def _check_swg_is_deterministic(module: Any) -> None:
+    if module.temperature != 0.0 or module.num_candidates != 1:
         raise ExportError(
-            f"SWG with temperature={module.temperature} and num_candidates={module.num_candidates} "  # type: ignore[attr-defined]
+            f"SWG with temperature={module.temperature} and num_candidates={module.num_candidates} "
             "draws sampling noise from torch's generator at every step, which an exported graph cannot "
             "reproduce; export SWG's deterministic sampler with --set temperature=0 --set num_candidates=1, "
             "or act through the package (lightning_offrl evaluate)"
@@ -131,6 +131,10 @@ def _check_swg_is_deterministic(module: nn.Module) -> None:
 
 
 # ---------------------------------------------------------------- unrolling a sampler (SWG)
+# Keyword arguments of tensor creation that the unrolled (CPU, strided) graph drops.
+_CREATION_DEFAULTS = ("layout", "device", "pin_memory")
+
+
 def _size(x: torch.Tensor, dim: int) -> int:
     """``x.size(dim)``: stands for ``aten.sym_size`` so that TorchScript keeps the batch size dynamic."""
     return x.size(dim)
@@ -170,7 +174,9 @@ def _select_scatter(inp: torch.Tensor, src: torch.Tensor, dim: int, index: int) 
     return _slice_scatter(inp, src.unsqueeze(dim), dim, index, index + 1)
 
 
-def unroll_to_torchscript(fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor) -> torch.jit.ScriptModule:
+def unroll_to_torchscript(
+    fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor
+) -> torch.jit.ScriptModule:
     """Records ``fn`` (autograd calls included) as one TorchScript graph of tensor operations.
 
     ``make_fx`` runs ``fn`` on a symbolic batch size and records every ATen operation it reaches,
@@ -205,14 +211,14 @@ def unroll_to_torchscript(fn: Callable[[torch.Tensor], torch.Tensor], example: t
             node.target = _size
         elif node.target is aten._to_copy.default:
             if set(node.kwargs) - {"dtype"}:
-                raise ExportError(f"cannot unroll a copy with {sorted(node.kwargs)}; only dtype casts are supported")
+                raise ExportError(f"cannot unroll a copy with {sorted(node.kwargs)}; only dtype casts unroll")
             node.args, node.kwargs, node.target = (node.args[0], node.kwargs["dtype"]), {}, _cast
         elif node.target is aten.sum.dim_IntList and not node.args[1]:
             node.args, node.target = (node.args[0],), aten.sum.default  # empty dim list: a full sum
         if isinstance(node.target, torch._ops.OpOverload):
             node.target = node.target.overloadpacket
             # Everything is created on the CPU in the default layout: these arguments add nothing.
-            node.kwargs = {k: v for k, v in node.kwargs.items() if k not in ("layout", "device", "pin_memory")}
+            node.kwargs = {k: v for k, v in node.kwargs.items() if k not in _CREATION_DEFAULTS}
     graph_module.recompile()
     return torch.jit.script(graph_module)
 
@@ -236,7 +242,9 @@ def policy_graph(module: OfflineRLModule) -> torch.jit.ScriptModule:
     example = _example_observations(module, 4)
     if isinstance(module, SWG):
         _check_swg_is_deterministic(module)
-        return unroll_to_torchscript(lambda obs: module.policy(module.normalize_obs(obs)).clamp(-1.0, 1.0), example)
+        return unroll_to_torchscript(
+            lambda obs: module.policy(module.normalize_obs(obs)).clamp(-1.0, 1.0), example
+        )
     wrapper = ExportedPolicy(_deterministic_actor(module), module.obs_mean, module.obs_std).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes about Python values it records as constants
@@ -294,7 +302,9 @@ def save_torchscript(graph: torch.jit.ScriptModule, path: Path, metadata: Mappin
     _write_atomically(path, lambda tmp: torch.jit.save(graph, str(tmp), _extra_files=extra))
 
 
-def save_onnx(graph: torch.jit.ScriptModule, example: torch.Tensor, path: Path, metadata: Mapping[str, Any]) -> None:
+def save_onnx(
+    graph: torch.jit.ScriptModule, example: torch.Tensor, path: Path, metadata: Mapping[str, Any]
+) -> None:
     """Writes ``graph`` as ONNX (dynamic batch axis) with ``metadata`` in ``metadata_props``.
 
     Top-level metadata values are stored as strings (JSON for anything but a string), so
@@ -374,7 +384,10 @@ def resolve_format(fmt: str | None, output: Path) -> str:
 
 
 def export_checkpoint(
-    ckpt_path: str | Path, output: str | Path, fmt: str | None = None, overrides: Mapping[str, Any] | None = None,
+    ckpt_path: str | Path,
+    output: str | Path,
+    fmt: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Exports the deterministic acting policy of a checkpoint and checks the file against ``act()``.
 
@@ -457,7 +470,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--format", default=None, dest="fmt", metavar="{torchscript,onnx}",
                         help="file format (default: from the output's suffix)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
-                        help="change an acting-time argument first, e.g. --set num_action_candidates=1; repeatable")
+                        help="change an acting-time argument first, e.g. --set num_action_candidates=1; "
+                        "repeatable")
     args = parser.parse_args(list(argv))
 
     from lightning_offrl.evaluate import parse_overrides
