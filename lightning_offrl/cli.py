@@ -21,7 +21,7 @@ from lightning_offrl.errors import OffRLError
 # `datasets` and `evaluate --help` must not pay for torch and Lightning (seconds on a small machine).
 # `fit | validate | test` import them in lightning_offrl.lightning_cli.
 
-TOP_LEVEL_HELP = """usage: lightning_offrl {fit,validate,test,datasets,evaluate,sweep,sweep-report} ...
+TOP_LEVEL_HELP = """usage: lightning_offrl {fit,validate,test,datasets,evaluate,export,sweep,sweep-report} ...
 
 Diffusion-based offline reinforcement learning on PyTorch Lightning.
 
@@ -31,6 +31,8 @@ commands:
   test       evaluate a model through Lightning's test loop (--ckpt_path CKPT)
   datasets   list | make NAME | info NAME|PATH: the D4RL-named datasets and their sources
   evaluate   --ckpt_path CKPT [--episodes N] [--seed S]: return and D4RL normalized score of a checkpoint
+             [--video FILE.mp4|FILE.gif]: and a video of its first episode(s)
+  export     --ckpt_path CKPT --output FILE [--format torchscript|onnx]: the deterministic policy as one file
   sweep      --configs A B --datasets X Y --seeds 0 1 2 --output DIR: every combination as one fit on Ray,
              then results.csv, results.md and learning curves under DIR (sweep-report DIR: rebuild them)
 
@@ -92,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from lightning_offrl.sweep import main as sweep_main
 
             return sweep_main(args)
+        if args[0] == "export":
+            from lightning_offrl.export import main as export_main
+
+            return export_main(args[1:])
         run_lightning_cli(None if argv is None else args)
         return 0
     except OffRLError as err:

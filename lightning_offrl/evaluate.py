@@ -98,9 +98,23 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
                         help="change an acting-time argument of the method, e.g. --set num_candidates=32 "
                         "--set temperature=1.0 (SWG-R from an SWG checkpoint); repeatable")
+    parser.add_argument("--video", default=None, metavar="FILE.mp4|FILE.gif",
+                        help="also render episodes 0.. (the same seeds) offscreen into this video")
+    parser.add_argument("--video_episodes", type=int, default=1, help="episodes in the video")
+    parser.add_argument("--video_size", default="480x480", metavar="WIDTHxHEIGHT",
+                        help="frame size in pixels")
+    parser.add_argument("--video_fps", type=float, default=None,
+                        help="frame rate (default: the task's, real time)")
     args = parser.parse_args(list(argv))
     if args.episodes <= 0:
         parser.error(f"--episodes must be positive, got {args.episodes}")
+    if args.video is not None:  # bad video options fail before any work
+        from lightning_offrl.video import check_video_path, parse_size
+
+        check_video_path(args.video)
+        video_size = parse_size(args.video_size)
+        if args.video_episodes <= 0:
+            parser.error(f"--video_episodes must be positive, got {args.video_episodes}")
 
     import numpy as np
 
@@ -133,6 +147,14 @@ def main(argv: Sequence[str]) -> int:
         print(f"normalized score: {scores.mean():.1f} ± {se(scores):.1f}")
     else:
         print("normalized score: n/a (the task has no reference returns; the return above is raw)")
+    if args.video is not None:
+        from lightning_offrl.video import record_video
+
+        video = record_video(module.act, dataset, args.video, args.video_episodes, seed=args.seed,
+                             size=video_size, fps=args.video_fps)
+        count = len(video.lengths)
+        episodes = f"{count} episode{'' if count == 1 else 's'}"
+        print(f"video: {video.path} ({episodes}, {video.frames} frames at {video.fps:g} fps)")
     return 0
 
 

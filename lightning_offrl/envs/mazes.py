@@ -493,6 +493,8 @@ def make_maze_env(
     terminate_at_goal: bool | None = None,
     time_limit: bool = True,
     render_mode: str | None = None,
+    width: int | None = None,
+    height: int | None = None,
 ) -> gym.Env:
     """The ``env_factory`` of the maze tasks: D4RL's evaluation episode of ``spec``'s maze.
 
@@ -503,6 +505,8 @@ def make_maze_env(
         time_limit: wrap in ``TimeLimit(spec.max_episode_steps)``; the collectors count steps
             themselves.
         render_mode: passed to gymnasium-robotics.
+        width: width of rendered frames in pixels (gymnasium's default when ``None``).
+        height: height of rendered frames in pixels (gymnasium's default when ``None``).
 
     Returns:
         The environment; ``env.unwrapped`` is gymnasium-robotics' (MuJoCo ``model``/``data``).
@@ -515,6 +519,7 @@ def make_maze_env(
         "reset_target": False,
         "render_mode": render_mode,
     }
+    kwargs.update({k: v for k, v in (("width", width), ("height", height)) if v is not None})
     with private_tempdir() as folder:
         if task.robot == "ant":
             kwargs["include_cfrc_ext_in_observation"] = False  # contact forces: costly and unused
