@@ -40,6 +40,19 @@ def test_fit_on_an_adroit_file_resumes_from_its_checkpoint_and_evaluates(
     assert main(["evaluate", "--ckpt_path", str(last), "--episodes", "1"]) == 0
     out = capsys.readouterr().out
     assert "BC after 20 updates on door-human-v1" in out and "normalized score:" in out
+    # The export path works for the task's 39 -> 28 policy as for the others: the ONNX file equals act().
+    import numpy as np
+    import onnxruntime
+
+    from lightning_offrl.evaluate import load_module
+
+    onnx_file = tmp_path / "door.onnx"
+    assert main(["export", "--ckpt_path", str(last), "--format", "onnx", "--output", str(onnx_file)]) == 0
+    obs = np.random.default_rng(0).normal(size=(5, 39)).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    exported = session.run(None, {session.get_inputs()[0].name: obs})[0]
+    module, _ = load_module(last)
+    np.testing.assert_allclose(exported, module.act(obs), atol=1e-5)
 
 
 def test_own_dataset_without_an_environment_checkpoints_without_evaluating(
