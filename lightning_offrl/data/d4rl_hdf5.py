@@ -141,6 +141,8 @@ def read_d4rl_shapes(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     Raises:
         DatasetError: the file is missing, not HDF5, or lacks 2-D ``observations``/``actions``.
     """
+    import h5py
+
     path = Path(path)
     if not path.is_file() or not h5py.is_hdf5(path):
         raise DatasetError(f"{path}: not an existing HDF5 file; give the path of a D4RL-format .hdf5 file.")
