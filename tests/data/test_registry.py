@@ -24,7 +24,8 @@ from lightning_offrl.errors import DatasetError, UnknownDatasetError
 
 def test_all_d4rl_names_are_known() -> None:
     names = list_dataset_names()
-    assert len(names) == 4 * 5 + 6 + 3 == len(set(names))
+    # locomotion 4 x 5, antmaze 6, maze2d 3, adroit 4 x 3, kitchen 3
+    assert len(names) == 4 * 5 + 6 + 3 + 4 * 3 + 3 == len(set(names))
     for domain in ("hopper", "halfcheetah", "walker2d", "ant"):
         for level in ("random", "medium", "medium-replay", "medium-expert", "expert"):
             spec = get_dataset_spec(f"{domain}-{level}-v2")
