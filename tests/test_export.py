@@ -138,9 +138,9 @@ def _env() -> dict[str, str]:
          "unknown format 'savedmodel'"),
         (["--ckpt_path", "whole.ckpt", "--output", "policy.tflite"],
          "cannot tell the format from 'policy.tflite'"),
-        (["--ckpt_path", "missing.ckpt", "--output", "policy.pt"], "no checkpoint at missing.ckpt"),
+        (["--ckpt_path", "missing.ckpt", "--output", "policy.pt"], "--ckpt_path missing.ckpt: no such file"),
         (["--ckpt_path", "truncated.ckpt", "--output", "policy.onnx"],
-         "truncated.ckpt is not a readable PyTorch checkpoint"),
+         "truncated.ckpt: not a readable PyTorch checkpoint"),
     ],
 )
 def test_bad_requests_get_one_message_and_rc_2(
