@@ -67,10 +67,12 @@ class OffRLCLI(LightningCLI):
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         super().parse_arguments(parser, args)
-        # An unknown dataset name fails here, before the seed, the trainer and the data are set up.
+        # An unknown dataset name fails here, before the seed, the trainer and the data are set up. A name
+        # with a file (data.path) may be a dataset of the user's own, which the DataModule registers and checks.
         config = self.config.get(self.config.get("subcommand") or "", self.config)
-        dataset = (config.get("data") or {}).get("dataset")
-        if isinstance(dataset, str):
+        data = config.get("data") or {}
+        dataset = data.get("dataset")
+        if isinstance(dataset, str) and not data.get("path"):
             from lightning_offrl.envs.tasks import get_task
 
             get_task(dataset)

@@ -21,6 +21,22 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+@pytest.fixture(autouse=True)
+def _own_datasets_forgotten() -> None:
+    """A dataset of the user's own that a test registers (and its task) is gone after that test; tasks that
+    modules register when imported stay."""
+    from lightning_offrl.data import registry
+    from lightning_offrl.envs import tasks
+
+    before = set(registry.DATASETS)
+    yield
+    for name in set(registry.DATASETS) - before:
+        spec = registry.DATASETS[name]
+        if spec.custom:
+            del registry.DATASETS[name]
+            tasks.TASKS.pop(spec.domain, None)
+
+
 def pointgoal_random_arrays(num_steps: int = 5000, seed: int = 0) -> dict[str, np.ndarray]:
     """Uniform-action transitions of the PointGoal toy task in D4RL layout (50-step episodes)."""
     from lightning_offrl.envs.tasks import make_env
