@@ -19,7 +19,7 @@ import logging
 import math
 from argparse import ArgumentError
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
@@ -62,6 +62,13 @@ class OffRLCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        parser.add_argument(
+            "--per_dataset",
+            type=Optional[str],
+            default=None,
+            help="per-dataset settings: a shipped table's name (lightning_offrl/assets/per_dataset) or a "
+            "YAML file; the row of data.dataset replaces the config's values, the command line's stay",
+        )
         parser.link_arguments("data.obs_dim", "model.init_args.obs_dim", apply_on="instantiate")
         parser.link_arguments("data.act_dim", "model.init_args.act_dim", apply_on="instantiate")
 
@@ -76,6 +83,23 @@ class OffRLCLI(LightningCLI):
             from lightning_offrl.envs.tasks import get_task
 
             get_task(dataset)
+        if isinstance(dataset, str) and config.get("per_dataset"):
+            self._apply_per_dataset(config, dataset, args)
+
+    @staticmethod
+    def _apply_per_dataset(config: Any, dataset: str, args: Any) -> None:
+        import sys
+
+        from lightning_offrl.per_dataset import apply_table, command_line_keys, load_table
+
+        table = load_table(config["per_dataset"])
+        tokens = sys.argv[1:] if args is None else args
+        given = command_line_keys(tokens if isinstance(tokens, (list, tuple)) else [])
+        lines = apply_table(config, table, dataset, given)
+        if lines:
+            rank_zero_info(f"per-dataset settings for {dataset} ({table.name}; {table.source}):")
+            for line in lines:
+                rank_zero_info(f"  {line}")
 
     def before_instantiate_classes(self) -> None:
         # Every method updates its networks with separate losses and optimizers, so each backward pass

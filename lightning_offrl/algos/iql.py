@@ -16,7 +16,7 @@ import torch
 from lightning_offrl.algos.base import OfflineRLModule, OptimizerFactory, polyak_update
 from lightning_offrl.algos.losses import advantage_weights, ensemble_mse, expectile_loss, td_target
 from lightning_offrl.data.buffer import Batch
-from lightning_offrl.networks import EnsembleQ, GaussianActor, ValueNet
+from lightning_offrl.networks import DeterministicActor, EnsembleQ, GaussianActor, ValueNet
 
 
 class ExpectileCriticLosses:
@@ -62,6 +62,9 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
             w.r.t. Q (3.0 locomotion, 10.0 antmaze).
         max_weight: clip of the advantage weights (exp overflow guard; paper: 100).
         actor_dropout: dropout in the actor (0 for locomotion).
+        deterministic_actor: a deterministic ``tanh`` actor whose advantage-weighted loss is the squared
+            error to the dataset action (CORL's ``iql_deterministic``) instead of the Gaussian actor's
+            negative log-likelihood. Both act with the same kind of output (the Gaussian's mean).
         cosine_actor_lr: decay the actor's learning rate to 0 over ``max_updates`` (paper's choice).
         optimizer: factory for every network's optimizer (default Adam, lr 3e-4).
         max_updates: budget in updates.
@@ -79,6 +82,7 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
         beta: float = 3.0,
         max_weight: float = 100.0,
         actor_dropout: float = 0.0,
+        deterministic_actor: bool = False,
         cosine_actor_lr: bool = True,
         optimizer: OptimizerFactory | None = None,
         max_updates: int = 1_000_000,
@@ -98,7 +102,12 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
         self.critic_target = EnsembleQ(obs_dim, act_dim, hidden_dims, num_critics=2).requires_grad_(False)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.value = ValueNet(obs_dim, hidden_dims)
-        self.actor = GaussianActor(obs_dim, act_dim, hidden_dims, dropout=actor_dropout)
+        self.deterministic_actor = deterministic_actor
+        self.actor: GaussianActor | DeterministicActor = (
+            DeterministicActor(obs_dim, act_dim, hidden_dims, dropout=actor_dropout)
+            if deterministic_actor
+            else GaussianActor(obs_dim, act_dim, hidden_dims, dropout=actor_dropout)
+        )
 
     # ------------------------------------------------------------------------------ losses
     def actor_loss(
@@ -114,6 +123,9 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
                 target_q = self.critic_target.min(batch.observations, batch.actions)
             advantage = target_q - self.value(batch.observations)
         weights = advantage_weights(advantage, self.beta, self.max_weight)
+        if isinstance(self.actor, DeterministicActor):
+            error = (self.actor(batch.observations) - batch.actions).pow(2).sum(dim=-1)
+            return (weights * error).mean(), advantage.mean()
         return -(weights * self.actor.log_prob(batch.observations, batch.actions)).mean(), advantage.mean()
 
     # ------------------------------------------------------------------------------ update

@@ -15,6 +15,7 @@ from tests.algos.conformance import assert_beats_random, check_conformance, fit,
 SMALL = dict(hidden_dims=(32, 32), log_every=5)
 FACTORIES = {
     "iql": lambda o, a, n: IQL(o, a, max_updates=n, **SMALL),
+    "iql_deterministic": lambda o, a, n: IQL(o, a, max_updates=n, deterministic_actor=True, **SMALL),
     "sac": lambda o, a, n: SAC(o, a, num_critics=4, max_updates=n, **SMALL),
     "bc": lambda o, a, n: BC(o, a, max_updates=n, **SMALL),
 }
@@ -39,6 +40,7 @@ def test_losses_are_finite_scalars_with_gradients(name: str) -> None:
     batch = _batch()
     losses = {
         "iql": lambda m: [m.value_loss(batch), m.critic_loss(batch), m.actor_loss(batch)[0]],
+        "iql_deterministic": lambda m: [m.actor_loss(batch)[0]],
         "sac": lambda m: [m.critic_loss(batch), m.actor_loss(batch)[0]],
         "bc": lambda m: [m.bc_loss(batch)],
     }[name](module)
@@ -91,3 +93,17 @@ def test_iql_beats_random_on_pointgoal(pointgoal_file: Path, tmp_path: Path) -> 
     module = IQL(datamodule.obs_dim, datamodule.act_dim, hidden_dims=(64, 64), max_updates=1500, beta=3.0)
     fit(module, datamodule, tmp_path)
     assert_beats_random(module.act)
+
+
+def test_deterministic_iql_actor_loss_is_the_advantage_weighted_squared_error() -> None:
+    # CORL's iql_deterministic: sum over action dims of (pi(s) - a)^2, weighted by exp(beta A) clipped.
+    from lightning_offrl.algos.losses import advantage_weights
+
+    module = IQL(3, 2, deterministic_actor=True, beta=3.0, **SMALL)
+    batch = _batch()
+    with torch.no_grad():
+        advantage = module.critic_target.min(batch.observations, batch.actions) - module.value(batch.observations)
+        weights = advantage_weights(advantage, 3.0, 100.0)
+        expected = (weights * (module.actor(batch.observations) - batch.actions).pow(2).sum(-1)).mean()
+    torch.testing.assert_close(module.actor_loss(batch)[0], expected)
+    assert torch.equal(module.policy(batch.observations), module.actor(batch.observations))
