@@ -27,8 +27,10 @@ critic, ``pi(a|s) ~ mu(a|s) w(s, a)``. SWG fits ONE diffusion model to the augme
    sweeps 1 .. 30; ``rho = 1`` is the exact target, larger sharpens towards ``mu w^rho``), the
    sampler uses ``eps_guided = eps_theta - rho sigma_t grad_{z_t} log w_hat_0(z_t)``
    (``diffusion.guidance.self_weighted_eps``). No guidance network is trained.
-5. **SWG-R**: draw ``K`` guided candidates per state and keep the one with the highest
-   ``min_i Q_target,i(s, a)``.
+5. **SWG-R**: draw ``K`` guided candidates per state and keep one: the highest
+   ``min_i Q_target,i(s, a)`` (``candidate_selection="q"``), or the highest weight the model sampled
+   with the action (``"weight"``, the selection of the authors' PyTorch code), which needs no critic
+   at acting time.
 
 Training order (from the authors' code): the critic is trained first (500k updates, batch 256),
 then the weights of every dataset action are fixed by that critic and the diffusion model is
@@ -57,6 +59,8 @@ from lightning_offrl.networks.denoisers import ResidualDenoiser
 
 WeightFn = Literal["expectile", "exponential"]
 Sampler = Literal["ddpm", "ddim"]
+CandidateSelection = Literal["q", "weight"]
+CANDIDATE_SELECTIONS: tuple[str, ...] = ("q", "weight")
 WEIGHT_FNS: tuple[str, ...] = ("expectile", "exponential")
 
 
@@ -118,7 +122,9 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
             setting) starts from ``z_T = 0`` and follows the posterior means: a deterministic policy;
             SWG-R needs ``> 0`` so that its candidates differ.
         sampler: ``"ddpm"`` (SWG) or ``"ddim"``.
-        num_candidates: ``K`` guided samples per state; ``K > 1`` is SWG-R (keep the highest Q).
+        num_candidates: ``K`` guided samples per state; ``K > 1`` is SWG-R.
+        candidate_selection: which of SWG-R's ``K`` candidates acts: ``"q"`` the highest pessimistic
+            ``Q_target``, ``"weight"`` the highest sampled weight (the authors' PyTorch code).
         sampling_seed: seed of the sampling noise; every call of :meth:`policy` restarts it, so
             ``act()`` is a deterministic function of the observation.
         weight_clip_min: lower bound of the predicted weight (clip of ``z_hat_0`` and inside the log of
@@ -156,6 +162,7 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         temperature: float = 0.0,
         sampler: Sampler = "ddpm",
         num_candidates: int = 1,
+        candidate_selection: CandidateSelection = "q",
         sampling_seed: int = 0,
         weight_clip_min: float = 1e-4,
         optimizer: OptimizerFactory | None = None,
@@ -202,7 +209,7 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         self.diffusion_optimizer_factory = diffusion_optimizer
         # Sampling settings are plain attributes: one trained model serves SWG and SWG-R and any
         # guidance scale (see set_sampling).
-        self.set_sampling(guidance_scale, temperature, num_candidates, sampler, sampling_seed)
+        self.set_sampling(guidance_scale, temperature, num_candidates, sampler, sampling_seed, candidate_selection)
         # Phase boundary, fixed now and restored from checkpoints (a resumed run with a larger
         # max_updates keeps the boundary it trained with).
         default_critic_updates = max_updates // 3 if critic_updates is None else critic_updates
@@ -235,6 +242,7 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         num_candidates: int | None = None,
         sampler: Sampler | None = None,
         sampling_seed: int | None = None,
+        candidate_selection: CandidateSelection | None = None,
     ) -> None:
         """Changes how :meth:`policy` samples (``None`` keeps a setting), e.g. SWG-R from an SWG run.
 
@@ -244,12 +252,19 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
             num_candidates: ``K >= 1``; ``K > 1`` needs ``temperature > 0``.
             sampler: ``"ddpm"`` or ``"ddim"``.
             sampling_seed: seed of the sampling noise.
+            candidate_selection: ``"q"`` or ``"weight"`` (SWG-R's choice among its candidates).
         """
         guidance_scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         temperature = self.temperature if temperature is None else float(temperature)
         num_candidates = self.num_candidates if num_candidates is None else int(num_candidates)
         sampler = self.sampler if sampler is None else sampler
         sampling_seed = self.sampling_seed if sampling_seed is None else int(sampling_seed)
+        selection = getattr(self, "candidate_selection", "q") if candidate_selection is None else candidate_selection
+        if selection not in CANDIDATE_SELECTIONS:
+            raise ConfigError(
+                f"model.candidate_selection={selection!r}: choose 'q' (highest Q) or 'weight' (highest sampled "
+                "weight, the authors' PyTorch code)."
+            )
         if guidance_scale < 0.0:
             raise ConfigError(f"model.guidance_scale={guidance_scale}: must be >= 0 (0 = no guidance).")
         if temperature < 0.0:
@@ -268,6 +283,7 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         self.num_candidates = num_candidates
         self.sampler: Sampler = sampler
         self.sampling_seed = sampling_seed
+        self.candidate_selection: CandidateSelection = selection
 
     # ------------------------------------------------------------------------------ losses
     @torch.no_grad()
@@ -343,7 +359,7 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         num_candidates: int | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Algorithm 2 (and SWG-R): guided samples of ``z = (a, w)``, the best of ``K`` by Q.
+        """Algorithm 2 (and SWG-R): guided samples of ``z = (a, w)``, the best of ``K`` by Q or by ``w``.
 
         Runs the denoiser in eval mode (no dropout), restoring its mode after. Works under
         ``torch.no_grad()`` and ``torch.inference_mode()``: the guidance computes its gradient in a
@@ -391,10 +407,13 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         actions, weights = z0[:, : self.act_dim], z0[:, self.act_dim]
         if candidates == 1:
             return actions, weights
-        # SWG-R: keep the candidate with the highest pessimistic Q.
-        with torch.no_grad():
-            q = self.critic_target.min(cond, actions).view(obs.shape[0], candidates)
-        best = q.argmax(dim=1) + torch.arange(obs.shape[0], device=obs.device) * candidates
+        # SWG-R: keep the candidate with the highest pessimistic Q, or the highest sampled weight.
+        if self.candidate_selection == "weight":
+            score = weights.view(obs.shape[0], candidates)
+        else:
+            with torch.no_grad():
+                score = self.critic_target.min(cond, actions).view(obs.shape[0], candidates)
+        best = score.argmax(dim=1) + torch.arange(obs.shape[0], device=obs.device) * candidates
         return actions[best], weights[best]
 
     def policy(self, obs: torch.Tensor) -> torch.Tensor:

@@ -90,6 +90,28 @@ def test_bad_sampling_settings_are_config_errors() -> None:
         SWG(3, 2, guidance_scale=-1.0)
     with pytest.raises(ConfigError, match="critic_updates"):
         SWG(3, 2, critic_updates=20, max_updates=10)
+    with pytest.raises(ConfigError, match="candidate_selection='qq'.*'q'.*'weight'"):
+        SWG(3, 2, num_candidates=8, temperature=1.0, candidate_selection="qq")
+
+
+def test_swg_r_keeps_the_candidate_with_the_highest_q_or_the_highest_sampled_weight() -> None:
+    torch.manual_seed(0)
+    module = _small_swg(3, 2, 10, num_candidates=16, temperature=1.0).eval()
+    obs = torch.randn(4, 3)
+
+    def draw(selection: str, candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
+        module.set_sampling(candidate_selection=selection)
+        return module.sample(obs, num_candidates=candidates, generator=torch.Generator().manual_seed(1))
+
+    # The same 16 candidates per state (same seed), drawn with K = 16 and picked two ways.
+    all_actions, all_weights = module.sample(obs.repeat_interleave(16, 0), num_candidates=1,
+                                             generator=torch.Generator().manual_seed(1))
+    by_q, _ = draw("q", 16)
+    by_w, w = draw("weight", 16)
+    q = module.critic_target.min(obs.repeat_interleave(16, 0), all_actions).view(4, 16)
+    torch.testing.assert_close(by_q, all_actions.view(4, 16, 2)[torch.arange(4), q.argmax(1)])
+    torch.testing.assert_close(by_w, all_actions.view(4, 16, 2)[torch.arange(4), all_weights.view(4, 16).argmax(1)])
+    torch.testing.assert_close(w, all_weights.view(4, 16).max(1).values)
 
 
 def test_critic_first_then_diffusion_on_the_frozen_critic(pointgoal_file: Path, tmp_path: Path) -> None:
