@@ -19,6 +19,11 @@ from lightning_offrl.data.buffer import Batch
 from lightning_offrl.networks import DeterministicActor, EnsembleQ, GaussianActor, ValueNet
 
 
+def effective_sample_fraction(weights: torch.Tensor) -> torch.Tensor:
+    """Kish's effective sample size of ``weights`` as a fraction of their number, in ``[1/B, 1]``."""
+    return weights.sum().square() / (weights.numel() * weights.square().sum()).clamp_min(1e-12)
+
+
 class ExpectileCriticLosses:
     """IQL's critic losses (eqs. 5-6), shared by every method with an IQL critic (IQL, SWG).
 
@@ -116,13 +121,15 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
         """Advantage-weighted regression (eq. 7) with ``A = min_i Q_target,i(s, a) - V(s)``.
 
         Returns:
-            ``(loss, mean advantage)``.
+            ``(loss, mean advantage)``; the batch's weights are kept in ``self.last_weights`` for the
+            logged effective sample size.
         """
         with torch.no_grad():
             if target_q is None:
                 target_q = self.critic_target.min(batch.observations, batch.actions)
             advantage = target_q - self.value(batch.observations)
         weights = advantage_weights(advantage, self.beta, self.max_weight)
+        self.last_weights = weights
         if isinstance(self.actor, DeterministicActor):
             error = (self.actor(batch.observations) - batch.actions).pow(2).sum(dim=-1)
             return (weights * error).mean(), advantage.mean()
@@ -151,6 +158,11 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
             "critic_loss": critic_loss.detach(),
             "actor_loss": actor_loss.detach(),
             "advantage": advantage,
+            # What the critic believes and how much of the batch the actor learns from: the mean
+            # pessimistic Q of the data's actions, and the advantage weights' effective sample size as
+            # a fraction of the batch, (sum w)^2 / (B sum w^2) (1: uniform weights, 1/B: one row).
+            "q_data": target_q.mean(),
+            "weight_ess": effective_sample_fraction(self.last_weights),
         }
 
     def policy(self, obs: torch.Tensor) -> torch.Tensor:
