@@ -170,10 +170,19 @@ class OfflineRLModule(pl.LightningModule):
             "(`lightning_offrl datasets info`), or resume from the last good checkpoint."
         )
 
-    def optimizer_step_on(self, optimizer: Any, loss: torch.Tensor) -> None:
-        """One manual step: zero the gradients, backpropagate ``loss``, step ``optimizer``."""
+    def optimizer_step_on(
+        self, optimizer: Any, loss: torch.Tensor, max_grad_norm: float | None = None
+    ) -> None:
+        """One manual step: zero the gradients, backpropagate ``loss``, step ``optimizer``.
+
+        ``max_grad_norm`` rescales the gradients of the optimizer's parameters to at most that total
+        2-norm before the step (``torch.nn.utils.clip_grad_norm_``, through Lightning so that mixed
+        precision unscales first); ``None`` steps on the raw gradients.
+        """
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        if max_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
         optimizer.step()
 
     def build_optimizer(self, factory: OptimizerFactory | None, params: Iterable[nn.Parameter], name: str) -> Any:

@@ -38,6 +38,14 @@ trained on them (1M updates, batch 1024). Training both at once would make the d
 chase a moving ``w``. Here the switch happens at ``critic_updates`` (default: the first third of
 ``max_updates``, the paper's 500k of 1.5M), a value fixed at construction and saved in checkpoints;
 the frozen critic recomputes the weights of each batch on the fly, which equals precomputing them.
+
+Two codes, two sets of settings. The defaults follow the authors' JAX code (SWG-JAX). Their PyTorch code
+(SWG-pytorch) differs in five places, each an option here: 1M critic + 2M diffusion updates
+(``critic_updates``, ``max_updates``); an EMA of decay 0.995 every 10 updates from update 100k
+(``ema_tau=0.005``, ``ema_every``, ``ema_start``); a cosine learning rate to 1e-5 over 2M updates
+(``diffusion_lr_cosine_period``, ``diffusion_lr_min``); V's and Q's gradients clipped to norm 1
+(``critic_grad_clip``); one output layer for ``(a, w)`` (``separate_weight_head=False``).
+``conf/swg_hopper_torch.yaml`` sets all five.
 """
 
 from __future__ import annotations
@@ -102,6 +110,8 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
             frozen critic's weights; ``None`` means a third of ``max_updates`` (SWG: 500k of 1.5M).
         critic_batch_size: transitions of each batch used by a critic update (SWG: 256 while the
             diffusion model uses 1024); ``None`` uses the whole batch.
+        critic_grad_clip: largest 2-norm of V's gradients and of Q's (both members together) before
+            their optimizer steps (SWG PyTorch code: 1.0); ``None`` does not clip (SWG JAX code).
         weight_fn: ``"expectile"`` (paper's default) or ``"exponential"``.
         beta: temperature of the exponential weight; small -> behaviour cloning, big -> greedy.
         max_weight: clip and normaliser of ``exp(beta A)`` (exponential weight only).
@@ -111,11 +121,19 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         dropout: dropout in each residual block (SWG: 0.1).
         layer_norm: LayerNorm in each residual block (SWG: yes).
         time_dim: size of the learnable Fourier time embedding (SWG: 128).
-        ema_tau: Polyak rate of the sampling copy of the denoiser (SWG: 0.001); ``None`` samples with
-            the trained weights directly.
+        separate_weight_head: predict the weight's noise from its own head reading the middle block
+            (SWG JAX code); ``False``: one output layer for all of ``(a, w)`` (SWG PyTorch code).
+        ema_tau: Polyak rate of the sampling copy of the denoiser, ``ema <- (1 - ema_tau) ema +
+            ema_tau theta`` (SWG JAX code: 0.001; the PyTorch code's decay 0.995 is ``ema_tau=0.005``);
+            ``None`` samples with the trained weights directly.
+        ema_every: the EMA moves once every ``ema_every`` diffusion updates (JAX code: 1, PyTorch code: 10).
+        ema_start: before diffusion update number ``ema_start`` the EMA copy does not average: each
+            time it would move, it is set to the denoiser instead (JAX code: 0, PyTorch code: 100k;
+            the early weights are then left out of the average).
         diffusion_lr_cosine_period: diffusion updates over which the diffusion learning rate follows
-            a cosine decay to 0 (SWG: 3M, so its 1M updates end at 0.75 of the rate); ``None`` keeps
-            it constant.
+            a cosine decay to ``diffusion_lr_min`` (SWG JAX code: 3M, so its 1M updates end at 0.75 of
+            the rate; PyTorch code: 2M, its whole budget); ``None`` keeps it constant.
+        diffusion_lr_min: the learning rate the cosine decay ends at (JAX code: 0, PyTorch code: 1e-5).
         guidance_scale: ``rho``; 0 samples the behaviour policy, 1 the exact target ``mu w``, larger
             sharpens it (the paper sweeps 1 .. 30).
         temperature: scale of the sampler's starting noise and per-step noise. 0 (SWG's evaluation
@@ -147,6 +165,7 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         expectile: float = 0.7,
         critic_updates: int | None = None,
         critic_batch_size: int | None = 256,
+        critic_grad_clip: float | None = None,
         weight_fn: WeightFn = "expectile",
         beta: float = 3.0,
         max_weight: float = 10.0,
@@ -156,8 +175,12 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         dropout: float = 0.1,
         layer_norm: bool = True,
         time_dim: int = 128,
+        separate_weight_head: bool = True,
         ema_tau: float | None = 0.001,
+        ema_every: int = 1,
+        ema_start: int = 0,
         diffusion_lr_cosine_period: int | None = 3_000_000,
+        diffusion_lr_min: float = 0.0,
         guidance_scale: float = 1.0,
         temperature: float = 0.0,
         sampler: Sampler = "ddpm",
@@ -187,11 +210,28 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
             )
         if critic_batch_size is not None and critic_batch_size <= 0:
             raise ConfigError(f"model.critic_batch_size={critic_batch_size}: must be positive (or null).")
+        if critic_grad_clip is not None and not critic_grad_clip > 0.0:
+            raise ConfigError(
+                f"model.critic_grad_clip={critic_grad_clip}: must be positive (e.g. 1.0), or null (no clip)."
+            )
+        if not isinstance(separate_weight_head, bool):
+            raise ConfigError(f"model.separate_weight_head={separate_weight_head!r}: must be true or false.")
         if ema_tau is not None and not 0.0 < ema_tau <= 1.0:
             raise ConfigError(f"model.ema_tau={ema_tau}: must lie in (0, 1] (or null to sample without EMA).")
+        if isinstance(ema_every, bool) or not isinstance(ema_every, int) or ema_every < 1:
+            raise ConfigError(f"model.ema_every={ema_every!r}: must be an integer >= 1 (1 = every update).")
+        if isinstance(ema_start, bool) or not isinstance(ema_start, int) or ema_start < 0:
+            raise ConfigError(f"model.ema_start={ema_start!r}: must be an integer >= 0 (0 = from the start).")
         if diffusion_lr_cosine_period is not None and diffusion_lr_cosine_period <= 0:
             raise ConfigError(
                 f"model.diffusion_lr_cosine_period={diffusion_lr_cosine_period}: must be positive or null."
+            )
+        if not diffusion_lr_min >= 0.0:
+            raise ConfigError(f"model.diffusion_lr_min={diffusion_lr_min}: must be >= 0 (e.g. 1.0e-5).")
+        if diffusion_lr_min > 0.0 and diffusion_lr_cosine_period is None:
+            raise ConfigError(
+                f"model.diffusion_lr_min={diffusion_lr_min} needs a cosine decay: set "
+                "model.diffusion_lr_cosine_period (e.g. 2000000), or diffusion_lr_min to 0."
             )
         if not 0.0 < weight_clip_min < 1.0:
             raise ConfigError(f"model.weight_clip_min={weight_clip_min}: must lie in (0, 1).")
@@ -199,11 +239,15 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         self.tau = tau
         self.expectile = expectile
         self.critic_batch_size = critic_batch_size
+        self.critic_grad_clip = critic_grad_clip
         self.weight_fn: WeightFn = weight_fn
         self.beta = beta
         self.max_weight = max_weight
         self.ema_tau = ema_tau
+        self.ema_every = ema_every
+        self.ema_start = ema_start
         self.diffusion_lr_cosine_period = diffusion_lr_cosine_period
+        self.diffusion_lr_min = diffusion_lr_min
         self.weight_clip_min = weight_clip_min
         self.optimizer_factory = optimizer
         self.diffusion_optimizer_factory = diffusion_optimizer
@@ -222,11 +266,12 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.value = ValueNet(obs_dim, critic_hidden_dims, layer_norm=value_layer_norm)
 
-        # One diffusion model over z = (a, w), conditioned on s; the weight has its own head.
+        # One diffusion model over z = (a, w), conditioned on s; the weight has its own head (JAX
+        # code) or shares the output layer with the action (PyTorch code).
         self.diffusion = VPDiffusion.vp(diffusion_steps)
         self.denoiser = ResidualDenoiser(
             act_dim + 1, obs_dim, hidden_dim=hidden_dim, num_blocks=num_blocks, dropout=dropout,
-            layer_norm=layer_norm, time_dim=time_dim, separate_head_dim=1,
+            layer_norm=layer_norm, time_dim=time_dim, separate_head_dim=1 if separate_weight_head else 0,
         )
         self.denoiser_ema = None if ema_tau is None else copy.deepcopy(self.denoiser).requires_grad_(False)
         # Bounds of z_hat_0 while sampling: actions in [-1, 1], weight in [weight_clip_min, 1].
@@ -327,14 +372,17 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         return self.diffusion_update(batch)
 
     def critic_update(self, batch: Batch) -> Mapping[str, torch.Tensor]:
-        """One IQL critic update (V, then Q and its target) on the first ``critic_batch_size`` rows."""
+        """One IQL critic update (V, then Q and its target) on the first ``critic_batch_size`` rows.
+
+        With ``critic_grad_clip`` each of V's and Q's gradients is clipped to that norm first.
+        """
         value_opt, critic_opt, _ = self.optimizers()
         if self.critic_batch_size is not None and self.critic_batch_size < batch.rewards.shape[0]:
             batch = Batch(*(field[: self.critic_batch_size] for field in batch))
         value_loss = self.value_loss(batch)
-        self.optimizer_step_on(value_opt, value_loss)
+        self.optimizer_step_on(value_opt, value_loss, max_grad_norm=self.critic_grad_clip)
         critic_loss = self.critic_loss(batch)
-        self.optimizer_step_on(critic_opt, critic_loss)
+        self.optimizer_step_on(critic_opt, critic_loss, max_grad_norm=self.critic_grad_clip)
         polyak_update(self.critic_target, self.critic, self.tau)
         return {"value_loss": value_loss.detach(), "critic_loss": critic_loss.detach()}
 
@@ -346,9 +394,24 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         self.optimizer_step_on(diffusion_opt, loss)
         if self.diffusion_lr_cosine_period is not None:
             self.lr_schedulers().step()  # type: ignore[union-attr]
-        if self.denoiser_ema is not None:
-            polyak_update(self.denoiser_ema, self.denoiser, self.ema_tau)  # type: ignore[arg-type]
+        # num_updates counts the updates before this one, so this is diffusion update number k >= 1.
+        self.update_denoiser_ema(int(self.num_updates) - int(self.critic_updates) + 1)
         return {"diffusion_loss": loss.detach(), "weight_mean": weights.mean()}
+
+    @torch.no_grad()
+    def update_denoiser_ema(self, diffusion_updates: int) -> None:
+        """Moves the sampling copy after diffusion update number ``diffusion_updates`` (from 1).
+
+        Only every ``ema_every``-th update acts: before update ``ema_start`` it copies the denoiser (the
+        PyTorch code's ``step < step_start_ema``: early weights are not averaged in), from then on it
+        takes a Polyak step of rate ``ema_tau``. With the defaults (1, 0) every update takes a step.
+        """
+        if self.denoiser_ema is None or diffusion_updates % self.ema_every != 0:
+            return
+        if diffusion_updates < self.ema_start:
+            self.denoiser_ema.load_state_dict(self.denoiser.state_dict())
+        else:
+            polyak_update(self.denoiser_ema, self.denoiser, self.ema_tau)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------------------ sampling
     def sample(
@@ -436,5 +499,7 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         if self.diffusion_lr_cosine_period is None:
             return optimizers
         period = self.diffusion_lr_cosine_period
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(diffusion_opt, T_max=period)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            diffusion_opt, T_max=period, eta_min=self.diffusion_lr_min
+        )
         return optimizers, [schedule]

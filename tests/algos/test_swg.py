@@ -1,4 +1,5 @@
-"""SWG and SWG-R: conformance, weights, phases, exact guidance on a 2-D toy, learning on PointGoal."""
+"""SWG and SWG-R: conformance, weights, phases, exact guidance on a 2-D toy, learning on PointGoal,
+and the options of the authors' PyTorch code (EMA timing, critic gradient clipping, one output head)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from lightning_offrl.algos import SWG
 from lightning_offrl.algos.swg import swg_weights
@@ -288,3 +290,131 @@ def test_an_swg_checkpoint_evaluates_as_swg_r(pointgoal_file: Path, tmp_path: Pa
         load_module(ckpt, overrides={"num_candidate": 4})
     with pytest.raises(OffRLError, match="NAME=VALUE"):
         parse_overrides(["num_candidates"])
+
+
+# ------------------------------------------------------------------------------- PyTorch-code options
+def _parameters(net: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("ema_every, ema_start", [(1, 0), (3, 7)])
+def test_ema_copies_until_ema_start_then_moves_every_ema_every(ema_every: int, ema_start: int) -> None:
+    # (1, 0) is the default (a Polyak step after every update); (3, 7) the PyTorch code's rule, scaled
+    # down from (10, 100k): update k acts only if k % 3 == 0, copying while k < 7, averaging from k = 9.
+    torch.manual_seed(0)
+    module = _small_swg(3, 2, 100, ema_tau=0.5, ema_every=ema_every, ema_start=ema_start)
+    ema, denoiser = module.denoiser_ema, module.denoiser
+    assert ema is not None
+    for k in range(1, 13):
+        with torch.no_grad():  # stands for the k-th diffusion update
+            for p in denoiser.parameters():
+                p.add_(torch.randn_like(p))
+        before, current = _parameters(ema), _parameters(denoiser)
+        module.update_denoiser_ema(k)
+        after = _parameters(ema)
+        if k % ema_every:
+            assert all(torch.equal(a, b) for a, b in zip(after, before)), k
+        elif k < ema_start:
+            assert all(torch.equal(a, c) for a, c in zip(after, current)), k
+        else:
+            for a, b, c in zip(after, before, current):
+                torch.testing.assert_close(a, torch.lerp(b, c, 0.5))
+            assert not all(torch.equal(a, c) for a, c in zip(after, current)), k
+
+
+def test_ema_counts_the_updates_of_the_diffusion_phase(pointgoal_file: Path, tmp_path: Path) -> None:
+    # 4 critic updates, then 6 diffusion updates. With ema_tau = 1 an EMA step is a copy, so the copy
+    # equals the denoiser after training iff diffusion update 6 (not update 10 of the run) moved it.
+    for ema_every, moved_last in ((3, True), (4, False)):
+        module = _small_swg(2, 2, 10, critic_updates=4, ema_tau=1.0, ema_every=ema_every)
+        datamodule = small_datamodule(pointgoal_file, batches_per_step=2, steps_per_epoch=5)
+        fit(module, datamodule, tmp_path / f"{ema_every}")
+        assert int(module.num_updates) == 10
+        ema = module.denoiser_ema
+        assert ema is not None
+        pairs = zip(ema.parameters(), module.denoiser.parameters())
+        assert all(torch.equal(e, d) for e, d in pairs) is moved_last
+
+
+def test_critic_grad_clip_bounds_the_gradient_norms_of_v_and_q(pointgoal_file: Path, tmp_path: Path) -> None:
+    # The norm of the gradients each optimizer steps on (V's and Q's; the run is all critic phase).
+    norms: dict[float | None, list[float]] = {}
+
+    def record(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms[clip].append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        for clip in (None, 1e-3):
+            norms[clip] = []
+            module = _small_swg(2, 2, 4, critic_updates=4, critic_grad_clip=clip)
+            datamodule = small_datamodule(pointgoal_file, batches_per_step=2, steps_per_epoch=2)
+            fit(module, datamodule, tmp_path / f"{clip}")
+    finally:
+        handle.remove()
+    assert len(norms[None]) == len(norms[1e-3]) == 8  # 4 updates x (V, Q)
+    assert min(norms[None]) > 1e-2  # unclipped gradients are far above the bound ...
+    assert max(norms[1e-3]) <= 1e-3 * (1 + 1e-4)  # ... clipped ones are within it
+
+
+def test_one_output_layer_for_action_and_weight_trains(pointgoal_file: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = _small_swg(2, 2, 8, critic_updates=4, separate_weight_head=False)
+    assert module.denoiser.separate_head is None
+    assert module.denoiser.output_head[-1].out_features == 3  # (a, w) from one Linear
+    assert not any("separate_head" in name for name in module.state_dict())
+    initial = _parameters(module.denoiser)
+    fit(module, small_datamodule(pointgoal_file, batches_per_step=2, steps_per_epoch=4), tmp_path)
+    assert not all(torch.equal(a, b) for a, b in zip(initial, _parameters(module.denoiser)))
+    batch = _batch(obs_dim=2)
+    weights = module.action_weights(batch.observations, batch.actions)
+    loss = module.diffusion_loss(batch.observations, batch.actions, weights)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    module.eval()
+    obs = batch.observations[:8]
+    guided, weights = module.sample(obs, guidance_scale=5.0)
+    assert torch.isfinite(guided).all() and bool((guided.abs() <= 1).all() and (weights > 0).all())
+    assert not torch.equal(guided, module.sample(obs, guidance_scale=0.0)[0])  # the guidance has a gradient
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("ema_every", 0), ("ema_every", 2.5), ("ema_start", -1), ("diffusion_lr_min", -1e-5),
+     ("critic_grad_clip", 0.0), ("critic_grad_clip", -1.0), ("separate_weight_head", "no")],
+)
+def test_bad_pytorch_code_options_are_config_errors(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"model.{key}="):
+        SWG(3, 2, **{key: value})  # type: ignore[arg-type]
+
+
+def test_diffusion_lr_min_needs_a_cosine_schedule() -> None:
+    with pytest.raises(ConfigError, match="diffusion_lr_min=1e-05 needs.*diffusion_lr_cosine_period"):
+        SWG(3, 2, diffusion_lr_min=1e-5, diffusion_lr_cosine_period=None)
+
+
+def test_defaults_keep_the_networks_of_existing_checkpoints() -> None:
+    # Recorded from the module before these options existed: tensors and entries of the whole state,
+    # and the denoiser's layout (the weight's own head reading block 0).
+    module = SWG(3, 2, critic_hidden_dims=(32, 32), hidden_dim=32, num_blocks=1, time_dim=16)
+    state = module.state_dict()
+    assert (len(state), sum(v.numel() for v in state.values())) == (74, 31481)
+    denoiser = {name: tuple(v.shape) for name, v in module.denoiser.state_dict().items()}
+    assert {k: v for k, v in denoiser.items() if "head" in k} == {
+        "output_head.1.weight": (2, 32), "output_head.1.bias": (2,),
+        "separate_head.0.weight": (32, 32), "separate_head.0.bias": (32,),
+        "separate_head.2.weight": (1, 32), "separate_head.2.bias": (1,),
+    }
+    new_options = (module.ema_every, module.ema_start, module.diffusion_lr_min, module.critic_grad_clip)
+    assert new_options == (1, 0, 0.0, None)
+
+
+def test_diffusion_lr_follows_the_cosine_to_diffusion_lr_min() -> None:
+    module = _small_swg(3, 2, 10, diffusion_lr_cosine_period=4, diffusion_lr_min=1e-5,
+                        diffusion_optimizer=lambda p: torch.optim.AdamW(p, lr=3e-4))
+    _, schedules = module.configure_optimizers()
+    schedule = schedules[0]
+    for _ in range(4):
+        schedule.optimizer.step()
+        schedule.step()
+    assert schedule.get_last_lr() == pytest.approx([1e-5])
