@@ -169,13 +169,18 @@ def d4rl_observations_from_robotics(observations: np.ndarray, task: KitchenTask)
 
 
 def _robotics_asset(relative: str) -> str:
-    import gymnasium_robotics
+    from lightning_offrl.envs.tasks import import_gymnasium_robotics
+
+    gymnasium_robotics = import_gymnasium_robotics()
 
     return os.path.join(os.path.dirname(gymnasium_robotics.__file__), "envs", "assets", "kitchen_franka", relative)
 
 
 def _read_joint_config() -> dict[str, np.ndarray]:
     """Position/velocity bounds and noise amplitudes of the 30 joints, from ``franka_config.xml``."""
+    from lightning_offrl.envs.tasks import import_gymnasium_robotics
+
+    import_gymnasium_robotics()
     from gymnasium_robotics.envs.franka_kitchen.utils import get_config_root_node, read_config_from_node
 
     root, _ = get_config_root_node(config_file_name=_robotics_asset("franka_assets/franka_config.xml"))

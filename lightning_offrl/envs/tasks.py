@@ -152,12 +152,29 @@ def make_env(name: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
     return env
 
 
+def import_gymnasium_robotics() -> Any:
+    """``import gymnasium_robotics``, without the notice it prints on import about its Adroit ``*Dense-v1``
+    rewards: the project's Adroit tasks compute D4RL's rewards themselves (:mod:`lightning_offrl.envs.adroit`),
+    so the notice does not apply. Anything else printed during the import is passed on."""
+    import contextlib
+    import io
+    import sys
+
+    if "gymnasium_robotics" in sys.modules:
+        return sys.modules["gymnasium_robotics"]
+    captured = io.StringIO()
+    with contextlib.redirect_stderr(captured):
+        import gymnasium_robotics
+    other = [line for line in captured.getvalue().splitlines() if line and "environment's reward functions were updated" not in line]
+    if other:
+        print("\n".join(other), file=sys.stderr)
+    return gymnasium_robotics
+
+
 def _ensure_registered(gym_id: str) -> None:
     # gymnasium-robotics registers its mazes, Adroit hands and kitchen only when it is imported.
     if gym_id not in gym.registry and ("Maze" in gym_id or "Adroit" in gym_id or "Kitchen" in gym_id):
-        import gymnasium_robotics
-
-        gym.register_envs(gymnasium_robotics)
+        gym.register_envs(import_gymnasium_robotics())
 
 
 # ---------------------------------------------------------------------------------- custom tasks
@@ -196,9 +213,7 @@ def resolve_env_id(env_id: str) -> str:
                     f"unknown Gymnasium environment {env_id!r} ({error}); pass a registered id such as "
                     "'Hopper-v5' or 'AdroitHandDoor-v1', or 'module:EnvName-v0' to import one"
                 ) from None
-            import gymnasium_robotics
-
-            gym.register_envs(gymnasium_robotics)
+            gym.register_envs(import_gymnasium_robotics())
     return env_id  # pragma: no cover - the loop returns or raises
 
 
