@@ -85,3 +85,26 @@ def test_fit_on_hopper_medium_trains_with_the_tables_values(tmp_path: Path, caps
     assert main([*args, "--per_dataset", "null"]) == 0
     stored = torch.load(tmp_path / "runs" / "iql_hopper" / "version_1" / "checkpoints" / "last.ckpt", weights_only=False)
     assert stored["hyper_parameters"]["deterministic_actor"] is False and stored["hyper_parameters"]["tau"] == 0.005
+
+
+def test_every_shipped_table_applies_to_its_configs() -> None:
+    # Each row's keys exist in the configs that name the table (checked on the parsed config).
+    from lightning_offrl.lightning_cli import OffRLCLI, trainer_defaults
+    from lightning_offrl.algos.base import OfflineRLModule
+    from lightning_offrl.data.datamodule import D4RLDataModule
+
+    for config_name, table_name, prefix in (("iql_hopper", "iql_corl", "hopper-"),
+                                            ("dtql_hopper", "dtql_paper", "hopper-"),
+                                            ("dtql_antmaze", "dtql_paper", "antmaze-")):
+        cli = OffRLCLI(OfflineRLModule, D4RLDataModule, subclass_mode_model=True, run=False,
+                       parser_kwargs={"parser_mode": "omegaconf"}, trainer_defaults=trainer_defaults(),
+                       args=["--config", str(CONF / f"{config_name}.yaml"), "--per_dataset", "null"])
+        assert cli.config["per_dataset"] is None
+        table = load_table(table_name)
+        rows = [dataset for dataset in table.datasets if dataset.startswith(prefix)]
+        assert rows, (config_name, table_name)
+        for dataset in rows:
+            cfg = cli.config.clone()
+            apply_table(cfg, table, dataset, set())
+            for key, value in table.row(dataset).items():
+                assert cfg[key] == value, (config_name, dataset, key)
