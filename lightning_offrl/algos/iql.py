@@ -14,14 +14,15 @@ from typing import Mapping, Sequence
 import torch
 
 from lightning_offrl.algos.base import OfflineRLModule, OptimizerFactory, polyak_update
-from lightning_offrl.algos.losses import advantage_weights, ensemble_mse, expectile_loss, td_target
+from lightning_offrl.algos.losses import (
+    advantage_weights,
+    effective_sample_size,
+    ensemble_mse,
+    expectile_loss,
+    td_target,
+)
 from lightning_offrl.data.buffer import Batch
 from lightning_offrl.networks import DeterministicActor, EnsembleQ, GaussianActor, ValueNet
-
-
-def effective_sample_fraction(weights: torch.Tensor) -> torch.Tensor:
-    """Kish's effective sample size of ``weights`` as a fraction of their number, in ``[1/B, 1]``."""
-    return weights.sum().square() / (weights.numel() * weights.square().sum()).clamp_min(1e-12)
 
 
 class ExpectileCriticLosses:
@@ -107,7 +108,6 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
         self.critic_target = EnsembleQ(obs_dim, act_dim, hidden_dims, num_critics=2).requires_grad_(False)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.value = ValueNet(obs_dim, hidden_dims)
-        self.deterministic_actor = deterministic_actor
         self.actor: GaussianActor | DeterministicActor = (
             DeterministicActor(obs_dim, act_dim, hidden_dims, dropout=actor_dropout)
             if deterministic_actor
@@ -117,23 +117,22 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
     # ------------------------------------------------------------------------------ losses
     def actor_loss(
         self, batch: Batch, target_q: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Advantage-weighted regression (eq. 7) with ``A = min_i Q_target,i(s, a) - V(s)``.
 
         Returns:
-            ``(loss, mean advantage)``; the batch's weights are kept in ``self.last_weights`` for the
-            logged effective sample size.
+            ``(loss, mean advantage, weights)``, the weights ``(B,)`` without gradient.
         """
         with torch.no_grad():
             if target_q is None:
                 target_q = self.critic_target.min(batch.observations, batch.actions)
             advantage = target_q - self.value(batch.observations)
         weights = advantage_weights(advantage, self.beta, self.max_weight)
-        self.last_weights = weights
         if isinstance(self.actor, DeterministicActor):
             error = (self.actor(batch.observations) - batch.actions).pow(2).sum(dim=-1)
-            return (weights * error).mean(), advantage.mean()
-        return -(weights * self.actor.log_prob(batch.observations, batch.actions)).mean(), advantage.mean()
+            return (weights * error).mean(), advantage.mean(), weights
+        log_prob = self.actor.log_prob(batch.observations, batch.actions)
+        return -(weights * log_prob).mean(), advantage.mean(), weights
 
     # ------------------------------------------------------------------------------ update
     def update(self, batch: Batch) -> Mapping[str, torch.Tensor]:
@@ -145,7 +144,7 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
         self.optimizer_step_on(value_opt, value_loss)
 
         # The advantage uses the V just updated, as in the paper's code.
-        actor_loss, advantage = self.actor_loss(batch, target_q)
+        actor_loss, advantage, weights = self.actor_loss(batch, target_q)
         self.optimizer_step_on(actor_opt, actor_loss)
         if self.cosine_actor_lr:
             self.lr_schedulers().step()
@@ -162,7 +161,7 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
             # pessimistic Q of the data's actions, and the advantage weights' effective sample size as
             # a fraction of the batch, (sum w)^2 / (B sum w^2) (1: uniform weights, 1/B: one row).
             "q_data": target_q.mean(),
-            "weight_ess": effective_sample_fraction(self.last_weights),
+            "weight_ess": effective_sample_size(weights) / weights.shape[0],
         }
 
     def policy(self, obs: torch.Tensor) -> torch.Tensor:
