@@ -304,7 +304,7 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         num_candidates = self.num_candidates if num_candidates is None else int(num_candidates)
         sampler = self.sampler if sampler is None else sampler
         sampling_seed = self.sampling_seed if sampling_seed is None else int(sampling_seed)
-        selection = getattr(self, "candidate_selection", "q") if candidate_selection is None else candidate_selection
+        selection = self.candidate_selection if candidate_selection is None else candidate_selection
         if selection not in CANDIDATE_SELECTIONS:
             raise ConfigError(
                 f"model.candidate_selection={selection!r}: choose 'q' (highest Q) or 'weight' (highest sampled "
