@@ -165,7 +165,8 @@ def import_gymnasium_robotics() -> Any:
     captured = io.StringIO()
     with contextlib.redirect_stderr(captured):
         import gymnasium_robotics
-    other = [line for line in captured.getvalue().splitlines() if line and "environment's reward functions were updated" not in line]
+    notice = "environment's reward functions were updated"
+    other = [line for line in captured.getvalue().splitlines() if line and notice not in line]
     if other:
         print("\n".join(other), file=sys.stderr)
     return gymnasium_robotics
