@@ -6,42 +6,46 @@ D4RL made its antmaze datasets in two stages (``scripts/generation/generate_ant_
    radius 10 around it (``locomotion/goal_reaching_env.py``); the policy sees the ant's own state
    ``qpos[2:15] + qvel[:14]`` and the goal relative to its position.
 2. **Navigation.** At every step the robot's cell and the goal's cell give the next cell of a
-   shortest path on the maze grid (:mod:`lightning_offrl.collect.maze_planner`); its centre (the goal
-   itself once the next cell is the goal's) is the waypoint. The relative waypoint is rescaled to
-   norm 10 ("in-distribution values"), the policy's sampled action gets ``N(0, 0.2^2)`` noise and is
-   clipped to ``[-1, 1]``. Episodes last 1000 steps; 1M steps in all.
+   shortest path on the maze grid; the waypoint is that cell's centre plus ``U(0, 1)`` per
+   coordinate, drawn again at every step (the goal itself once the next cell is the goal's). Cells
+   are looked up as D4RL's ``_xy_to_rowcol`` did (the floor of the position in cells, half a cell
+   behind the nearest centre): :class:`AntNavigator`, style ``d4rl``. The relative waypoint is
+   rescaled to norm 10 ("in-distribution values"), the policy's sampled action gets ``N(0, 0.2^2)``
+   noise and is clipped to ``[-1, 1]``. Episodes hold 1001 rows (D4RL's step counter starts at 0 and
+   times out at 1000); 1M rows in all.
 
-Start and goal of each episode, per level (D4RL's maps: G cells are the hand-picked goals):
+Start and goal of each episode follow D4RL's ``_get_reset_location`` and ``goal_sampler`` on the
+generation maps (G cells are the hand-picked goals; a reset never lands in one):
 
 * ``fixed`` (``antmaze-umaze-v2``): start at the ``R`` cell, goal in the ``G`` cell (the evaluation
-  goal);
-* ``diverse``: start in a uniformly drawn free cell, goal in another uniformly drawn free cell;
+  goal's cell);
+* ``diverse``: start in a uniformly drawn free cell, goal in a uniformly drawn free cell; umaze's map
+  designates one goal cell, so ``antmaze-umaze-diverse-v2`` starts anywhere but in it, commands it,
+  and ends each episode at its first rewarded row, as D4RL's file does
+  (:func:`diverse_commands_goal_cells`);
 * ``play``: start in a free cell that is not a hand-picked goal, goal in a hand-picked ``G`` cell.
 
 Starts away from ``R`` sit at the cell centre plus ``U(0, 1)`` per coordinate and goals at the centre
-plus ``U(0, 1) + U(0, 0.5)`` (D4RL's ``_get_reset_location`` and ``goal_sampler``); the robot gets D4RL's
-reset noise (:mod:`lightning_offrl.envs.mazes`).
+plus ``U(0, 1) + U(0, 0.5)``; the robot gets D4RL's reset noise (:mod:`lightning_offrl.envs.mazes`).
 
 Rows follow D4RL's v2 files (``scripts/generation/relabel_antmaze_rewards.py``): ``rewards`` and
 ``terminals`` are 1 where the *next* observation is within 0.5 of the task's evaluation goal (whatever
 goal the ant was sent to; the replicas use the evaluation goal's expected position), the episode goes on
-after such a row, ``timeouts`` mark the 1000th row of every episode, ``infos/goal`` is the commanded goal
-and ``infos/qpos``/``infos/qvel`` the state the action was taken in (x-y in D4RL's frame). Observations are
-29 values in D4RL's frame (start cell at the origin), without the goal.
+after such a row (except in umaze-diverse), ``timeouts`` mark the last row of every episode that did not
+end at its goal, ``infos/goal`` is the commanded goal and ``infos/qpos``/``infos/qvel`` the state the
+action was taken in (x-y in D4RL's frame). Observations are 29 values in D4RL's frame (start cell at the
+origin), without the goal.
 
 Differences from D4RL, on purpose:
 
-* the ant is Gymnasium's (``Ant-v5``: 0.05 s per step, torque gear 150) where D4RL's had 0.1 s steps and
-  a torque range of 30, so 1000 steps cover 50 s instead of 100 s;
-* the goal-reaching ant is trained with a dense *progress* reward (the decrease of the distance to the
-  goal per second, like Ant's forward reward) plus Ant's survival bonus and control cost, and sees the
-  goal direction in its heading frame, already at norm 10 (the form it is given while navigating), and
-  its torso's horizontal velocity in the same frame, instead of D4RL's ``-distance`` reward and
-  world-frame goal: the skill is the same, walking towards a commanded direction; a reached goal is
-  replaced by a new one;
-* waypoints sit at cell centres (D4RL re-drew a ``U(0, 1)`` offset at every step, which biased the paths
-  towards one corner of each cell) and the robot's cell is the nearest one (D4RL's ``_xy_to_rowcol`` was
-  half a cell off).
+* the goal-reaching ant is this project's (D4RL's was not published), trained on D4RL's ant physics
+  (:mod:`lightning_offrl.envs.d4rl_ant`) with a dense *progress* reward (the decrease of the distance to
+  the goal per second, like Ant's forward reward) plus Ant's survival bonus and control cost, and sees
+  the goal direction in its heading frame, already at norm 10 (the form it is given while navigating),
+  and its torso's horizontal velocity in the same frame, instead of D4RL's ``-distance`` reward and
+  world-frame goal: the skill is the same, walking towards a commanded direction;
+* an episode ends on the row where the ant flips over (D4RL's collector recorded a fallen ant until the
+  timeout); with the shipped walker this almost never happens.
 
 The goal-reaching policy is trained by :func:`train_goal_reaching_ant` (online SAC of
 :mod:`lightning_offrl.collect.sac_online`, resumable, SIGTERM-safe) and shipped by
@@ -109,7 +113,10 @@ EXPORT_COMMAND = f"python -m lightning_offrl.collect.antmaze export --run {DEFAU
 # D4RL's recipe.
 GOAL_DIRECTION_NORM = 10.0  # the relative waypoint is rescaled to this norm before the policy sees it
 ACTION_NOISE_STD = 0.2
-EPISODE_STEPS = 1000
+# generate_ant_maze_datasets.py marks a timeout where its step counter, starting at 0, reaches
+# max_episode_steps = 1000: every episode holds 1001 rows.
+EPISODE_STEPS = 1001
+TRAIN_EPISODE_STEPS = 1000  # the goal-reaching ant's training episodes
 GOAL_DISK_RADIUS = 10.0  # disk_goal_sampler: training goals within 10 of the ant
 # The reach test of a trained policy: one goal at distance U(4, 10), 500 steps (50 s) to get within 0.5.
 REACH_MIN_DISTANCE = 4.0
@@ -132,10 +139,13 @@ _PROGRESS_EVERY = 2_000
 # The version of the antmaze replica recipe, recorded in every replica built; a cached replica of another
 # version is refused (lightning_offrl.data.sources). 1: Gymnasium's Ant-v5 body, 1000-step episodes whatever
 # happened; 2: D4RL's ant physics and a walker trained on it under the data's action noise, an episode ends
-# where the ant flips over.
-RECIPE_VERSION = 2
-RECIPE_CHANGES = ("version 2 simulates D4RL's ant (0.1 s steps, torque 30, D4RL's contacts) with a walker "
-                  "trained on it, and ends an episode where the ant flips over")
+# where the ant flips over; 3: D4RL's navigation as its collector ran it (its cell lookup and noisy
+# waypoints), 1001-row episodes, starts and goals drawn by D4RL's rules (umaze-diverse: random starts to the
+# evaluation goal's cell, ending there).
+RECIPE_VERSION = 3
+RECIPE_CHANGES = ("version 3 navigates as D4RL's collector did (its cell lookup, waypoints re-drawn with "
+                  "noise at every step), records 1001-row episodes and draws starts and goals by D4RL's "
+                  "rules (umaze-diverse: random starts, the evaluation goal's cell, episodes end there)")
 
 
 # ------------------------------------------------------------------------------- policy inputs
@@ -288,7 +298,7 @@ def make_goal_reaching_ant_env(spec: TaskSpec, *, time_limit: bool = True) -> gy
 # Reference returns: antgoal's 1000 is the survival bonus of a whole episode, so its normalized score
 # (a training curve only) passes 100 once the ant gains ground towards its goals without falling;
 # antgoal-reach's 0 and 1 make its normalized score the reach success rate in percent.
-register_task(TaskSpec(TRAIN_TASK, "Ant-v5", 0.0, HEALTHY_REWARD * EPISODE_STEPS, EPISODE_STEPS,
+register_task(TaskSpec(TRAIN_TASK, "Ant-v5", 0.0, HEALTHY_REWARD * TRAIN_EPISODE_STEPS, TRAIN_EPISODE_STEPS,
                        env_factory=make_goal_reaching_ant_env), overwrite=True)
 register_task(TaskSpec(REACH_TASK, "Ant-v5", 0.0, 1.0, REACH_EPISODE_STEPS,
                        env_factory=make_goal_reaching_ant_env), overwrite=True)
@@ -558,35 +568,124 @@ def export_goal_reaching_policy(
 
 
 # ----------------------------------------------------------------------------------- navigation
+NAVIGATION_STYLES = ("d4rl", "centres")
+
+
 class AntNavigator:
     """D4RL's ``create_navigation_policy``: the next waypoint on a shortest path to the goal.
+
+    Two styles:
+
+    * ``d4rl`` (the replicas' recipe): exactly what D4RL's collector did. The robot's and the goal's
+      cells come from D4RL's ``_xy_to_rowcol``, ``int(1 + max(y, 1e-4) / size)`` per coordinate (the
+      floor of the position in cells, which counts a robot as still in a cell until it has crossed
+      the next cell's centre line, and may put it in a wall cell); the next cell is the free neighbour
+      of that cell nearest the goal (D4RL's breadth-first ``_get_best_next_rowcol``); the waypoint is
+      that cell's centre plus ``U(0, size/4)`` per coordinate, drawn again at every step
+      (``_rowcol_to_xy(..., add_random_noise=True)``), or the goal itself once the next cell is the
+      goal's. The noise's mean of ``+size/8`` and the late cell change steer the ant through each
+      cell's far corner: along a path that passes the evaluation goal's cell (whose goal sits at the
+      centre ``+ U(0, 1.5)``), the ant passes the evaluation goal itself.
+    * ``centres``: the robot's cell is the one it is in (nearest centre) and waypoints sit at cell
+      centres; smoother paths that cut corners, kept for comparison.
 
     Args:
         task: the antmaze task.
         planner: grid planner of ``task.maze``.
+        style: ``d4rl`` or ``centres``.
+        rng: draws the ``d4rl`` waypoint noise (default: a generator seeded with 0).
     """
 
-    def __init__(self, task: MazeTask, planner: GridPlanner) -> None:
+    def __init__(self, task: MazeTask, planner: GridPlanner, style: str = "d4rl",
+                 rng: np.random.Generator | None = None) -> None:
+        if style not in NAVIGATION_STYLES:
+            raise ConfigError(f"unknown navigation style {style!r}: use one of {', '.join(NAVIGATION_STYLES)}")
         self.task = task
         self.planner = planner
+        self.style = style
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self._distances: dict[Cell, dict[Cell, int]] = {}
+
+    def d4rl_cell(self, xy: np.ndarray) -> Cell:
+        """D4RL's ``_xy_to_rowcol``: ``(int(1 + max(y, 1e-4) / size), int(1 + max(x, 1e-4) / size))`` for
+        a start cell at ``(1, 1)``, written for any start cell (the map's origin)."""
+        geometry = self.task.geometry
+        origin = np.asarray(geometry.origin, dtype=np.float64)  # centre of cell (0, 0), here (-size, -size)
+        x, y = max(float(xy[0]), 1e-4), max(float(xy[1]), 1e-4)
+        return int((y - origin[1]) / geometry.cell_size), int((x - origin[0]) / geometry.cell_size)
+
+    def _cell_distances(self, goal: Cell) -> dict[Cell, int]:
+        """Breadth-first path lengths (in moves) from every free cell to ``goal``."""
+        if goal not in self._distances:
+            distances, frontier = {goal: 0}, [goal]
+            while frontier:
+                following = []
+                for row, col in frontier:
+                    for d_row, d_col in ((0, -1), (0, 1), (1, 0), (-1, 0)):  # D4RL's left, right, down, up
+                        cell = (row + d_row, col + d_col)
+                        if cell not in distances and self.task.maze.is_free(cell):
+                            distances[cell] = distances[(row, col)] + 1
+                            following.append(cell)
+                frontier = following
+            self._distances[goal] = distances
+        return self._distances[goal]
+
+    def _d4rl_next_cell(self, cell: Cell, goal: Cell) -> Cell:
+        if cell == goal:
+            return goal
+        distances = self._cell_distances(goal)
+        row, col = cell
+        neighbours = [(row + d_row, col + d_col) for d_row, d_col in ((0, -1), (0, 1), (1, 0), (-1, 0))]
+        reachable = [c for c in neighbours if c in distances]
+        if not reachable:  # deep inside a wall block (D4RL raised here): fall back to the nearest free cell
+            return self.planner.next_cell(self.task.free_cell_of(self.task.geometry.cell_center(cell)), goal)
+        return min(reachable, key=lambda c: distances[c])
 
     def waypoint(self, position: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """``(2,)``: the centre of the next cell towards ``goal``, or ``goal`` once the next cell is
-        the goal's (or the robot is in it)."""
-        goal_cell = self.task.free_cell_of(goal)
-        next_cell = self.planner.next_cell(self.task.free_cell_of(position), goal_cell)
+        """``(2,)``: the waypoint towards ``goal`` for a robot at ``position`` (see the styles above)."""
+        geometry = self.task.geometry
+        if self.style == "centres":
+            goal_cell = self.task.free_cell_of(goal)
+            next_cell = self.planner.next_cell(self.task.free_cell_of(position), goal_cell)
+            if next_cell == goal_cell:
+                return np.asarray(goal, dtype=np.float64)
+            return geometry.cell_center(next_cell)
+        goal_cell = self.d4rl_cell(goal)
+        if not self.task.maze.is_free(goal_cell):
+            goal_cell = self.task.free_cell_of(goal)
+        next_cell = self._d4rl_next_cell(self.d4rl_cell(position), goal_cell)
         if next_cell == goal_cell:
             return np.asarray(goal, dtype=np.float64)
-        return self.task.geometry.cell_center(next_cell)
+        return geometry.cell_center(next_cell) + self.rng.uniform(0.0, 0.25 * geometry.cell_size, size=2)
 
 
 LEVELS = ("fixed", "diverse", "play")
 
 
+def diverse_commands_goal_cells(task: MazeTask) -> bool:
+    """Whether ``diverse`` episodes of ``task``'s maze command the map's ``G`` cells (and end there).
+
+    D4RL's ``goal_sampler`` draws from the generation map's ``G`` cells when it has any, from every free
+    cell otherwise. Its ``U_MAZE`` has one, the evaluation goal's cell, and D4RL's
+    ``antmaze-umaze-diverse`` file shows it: behaviour cloning on it reaches the evaluation goal (45.6%
+    in the IQL paper, where random goals would teach nothing of the sort), and its episodes hold a
+    single rewarded row each, where every other antmaze file holds runs of them (D4RL issue #199: its
+    episodes ended on reaching the goal). The medium and large diverse files command random goals
+    (behaviour cloning scores 0-1% there).
+    """
+    return task.maze.name == "umaze"
+
+
 def draw_start_and_goal(
     task: MazeTask, level: str, rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """An episode's start (before reset noise) and commanded goal, ``(2,)`` each, for ``level``."""
+    """An episode's start (before reset noise) and commanded goal, ``(2,)`` each, for ``level``.
+
+    Starts away from ``R`` are D4RL's ``_get_reset_location``: a free cell (never a ``G`` cell of the
+    generation map, which D4RL's reset treats as a wall) with ``U(0, size/4)`` per coordinate; goals are
+    D4RL's ``goal_sampler``: the map's ``G`` cells if it designates any, else any free cell (the
+    start's own included), with D4RL's goal noise.
+    """
     geometry = task.geometry
     quarter = 0.25 * geometry.cell_size
     goal_cells = task.maze.cells("G")
@@ -597,15 +696,14 @@ def draw_start_and_goal(
 
     if level == "fixed":
         return geometry.cell_center(task.maze.cells("R")[0]), task.goal_in_cell(goal_cells[0], rng)
-    if level == "diverse":
-        start_cell = pick(free)
-        goal_cell = pick([cell for cell in free if cell != start_cell])
-    elif level == "play":
+    if level == "play" or (level == "diverse" and diverse_commands_goal_cells(task)):
         start_cell = pick([cell for cell in free if cell not in goal_cells])
         goal_cell = pick(goal_cells)
+    elif level == "diverse":
+        start_cell = pick(free)
+        goal_cell = pick(free)
     else:
         raise ConfigError(f"unknown antmaze level {level!r}: use one of {', '.join(LEVELS)}")
-    # D4RL's _get_reset_location: cell centre + U(0, 0.5) * 0.5 * size.
     start = geometry.cell_center(start_cell) + rng.uniform(0.0, quarter, size=2)
     return start, task.goal_in_cell(goal_cell, rng)
 
@@ -625,6 +723,7 @@ def _torch_threads(count: int) -> Iterator[None]:
 def collect_antmaze(
     env: MazeTaskEnv, task: MazeTask, actor: TanhGaussianActor, level: str, seed: int, num_steps: int,
     episode_steps: int = EPISODE_STEPS, progress: bool = False, description: str = "",
+    navigation: str = "d4rl", end_at_goal: bool | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Runs D4RL's antmaze collection loop.
 
@@ -635,9 +734,13 @@ def collect_antmaze(
         level: ``fixed``, ``diverse`` or ``play`` (how starts and goals are drawn).
         seed: seeds the first reset, the draws (``numpy``) and the policy's sampling (``torch``).
         num_steps: rows to collect.
-        episode_steps: episode length (D4RL: 1000).
+        episode_steps: episode length (D4RL: 1001 rows, see ``EPISODE_STEPS``).
         progress: show a progress bar.
         description: the progress bar's label.
+        navigation: the waypoints' style (:class:`AntNavigator`; the recipe: ``d4rl``).
+        end_at_goal: end an episode at its first rewarded row (its next observation within 0.5 of the
+            evaluation goal), as D4RL's umaze-diverse file does; default: for ``diverse`` episodes that
+            command the map's ``G`` cells (:func:`diverse_commands_goal_cells`).
 
     Returns:
         ``(arrays, stats)``: D4RL-layout arrays of ``num_steps`` rows, and ``episodes`` (finished),
@@ -647,15 +750,18 @@ def collect_antmaze(
         ``first_reward_steps`` (per rewarded episode, the step of its first rewarded row).
 
     An episode ends after ``episode_steps`` steps, or on the row where the ant flips over
-    (:func:`lightning_offrl.envs.d4rl_ant.is_flipped`); both rows are marked ``timeouts``.
+    (:func:`lightning_offrl.envs.d4rl_ant.is_flipped`); both rows are marked ``timeouts``. With
+    ``end_at_goal`` it also ends at its first rewarded row (a ``terminals`` row, not a timeout).
     """
     import torch
 
     if level not in LEVELS:
         raise ConfigError(f"unknown antmaze level {level!r}: use one of {', '.join(LEVELS)}")
+    if end_at_goal is None:
+        end_at_goal = level == "diverse" and diverse_commands_goal_cells(task)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    navigator = AntNavigator(task, GridPlanner(task.maze.free))
+    navigator = AntNavigator(task, GridPlanner(task.maze.free), navigation, np.random.default_rng([seed, 1]))
     eval_goal = task.mean_eval_goal()
     obs_dim = int(env.observation_space.shape[0])
     nq, nv = env.state_d4rl()[0].size, env.state_d4rl()[1].size
@@ -663,6 +769,7 @@ def collect_antmaze(
     next_observations = np.empty((num_steps, obs_dim), np.float32)
     actions = np.empty((num_steps, ACT_DIM), np.float32)
     timeouts = np.zeros(num_steps, bool)
+    goal_ends = np.zeros(num_steps, bool)
     goals = np.empty((num_steps, 2), np.float32)
     qpos_rows = np.empty((num_steps, nq), np.float32)
     qvel_rows = np.empty((num_steps, nv), np.float32)
@@ -697,12 +804,13 @@ def collect_antmaze(
                 if not episode_rewarded and goal_reached(obs, eval_goal):
                     episode_rewarded = True
                     first_reward_steps.append(episode_length)
+                    goal_ends[step] = end_at_goal
                 fell = bool(is_flipped(obs))
-                if episode_length >= episode_steps or fell:
+                if episode_length >= episode_steps or fell or goal_ends[step]:
                     # A flipped ant cannot get up: its episode ends on the row that shows the fall (a
                     # timeout, not a terminal: the task itself never ends), instead of filling the rest of
-                    # the 1000 steps with a wiggling, fallen ant that D4RL's data never shows.
-                    timeouts[step] = True
+                    # the episode with a wiggling, fallen ant.
+                    timeouts[step] = not goal_ends[step]
                     episodes += 1
                     flipped += int(fell)
                     reached_commanded += int(episode_reached)
@@ -710,7 +818,7 @@ def collect_antmaze(
                     obs, goal = new_episode(None)
                     episode_length, episode_reached, episode_rewarded = 0, False, False
                 bar.update(step + 1)
-    timeouts[-1] = True  # the budget cuts the last episode
+    timeouts[-1] = not goal_ends[-1]  # the budget cuts the last episode
     rewards = goal_reached(next_observations, eval_goal).astype(np.float32)
     arrays = {
         "observations": observations,
@@ -733,8 +841,8 @@ def collect_antmaze(
 def replica_statistics(arrays: dict[str, np.ndarray], time_limit: int) -> dict[str, Any]:
     """What an antmaze dataset's episodes do: how often the ant falls, reaches the goal, and when.
 
-    Episodes are the rows up to each ``timeouts`` row (antmaze ``terminals`` mark rewarded rows inside an
-    episode). A row "shows a fall" when its observation or next observation has a flipped torso
+    Episodes are the rows up to each ``timeouts`` row or break in the observations (antmaze ``terminals``
+    mark rewarded rows, inside an episode or at its end). A row "shows a fall" when its observation or next observation has a flipped torso
     (:func:`lightning_offrl.envs.d4rl_ant.is_flipped`).
 
     Args:
@@ -750,7 +858,11 @@ def replica_statistics(arrays: dict[str, np.ndarray], time_limit: int) -> dict[s
     """
     rewards = np.asarray(arrays["rewards"]).reshape(-1) > 0.0
     rows = rewards.size
-    ends = np.flatnonzero(np.asarray(arrays["timeouts"]).reshape(-1))
+    # An episode ends at a timeout, or where the next row does not continue from this row's next
+    # observation (an episode that ended at its goal, as in umaze-diverse).
+    observations, next_observations = np.asarray(arrays["observations"]), np.asarray(arrays["next_observations"])
+    breaks = np.append(np.any(next_observations[:-1] != observations[1:], axis=1), False)
+    ends = np.flatnonzero(np.asarray(arrays["timeouts"]).reshape(-1) | breaks)
     if ends.size == 0 or ends[-1] != rows - 1:
         ends = np.append(ends, rows - 1)  # a trailing partial episode counts as one
     starts = np.concatenate([[0], ends[:-1] + 1])

@@ -141,7 +141,9 @@ def test_starts_and_goals_follow_the_level(name: str) -> None:
     task = maze_task(name)
     rng = np.random.default_rng(0)
     goal_cells = set(task.maze.cells("G"))
-    for _ in range(200):
+    seen_starts: set = set()
+    seen_goals: set = set()
+    for _ in range(400):
         start, goal = draw_start_and_goal(task, spec.level, rng)
         start_cell, goal_cell = task.free_cell_of(start), task.free_cell_of(goal)
         assert task.maze.is_free(task.geometry.cell_of(start))
@@ -149,20 +151,48 @@ def test_starts_and_goals_follow_the_level(name: str) -> None:
         if spec.level == "fixed":
             np.testing.assert_allclose(start, [0.0, 0.0])
             assert goal_cell == task.eval_goal_cell
-        elif spec.level == "play":
+        elif spec.level == "play" or name == "antmaze-umaze-diverse-v2":
+            # D4RL's goal_sampler uses the map's G cells when it has any; its resets avoid them.
             assert goal_cell in goal_cells and start_cell not in goal_cells
         else:
-            assert goal_cell != start_cell
+            seen_starts.add(start_cell)
+            seen_goals.add(goal_cell)
+    if spec.level == "diverse" and name != "antmaze-umaze-diverse-v2":
+        # any free cell, the hand-picked play goals included, for starts and goals alike
+        assert goal_cells <= seen_starts and goal_cells <= seen_goals
 
 
 def test_navigator_heads_for_the_next_cell_then_the_goal() -> None:
     task = maze_task("antmaze-umaze-v2")
-    navigator = AntNavigator(task, GridPlanner(task.maze.free))
+    navigator = AntNavigator(task, GridPlanner(task.maze.free), style="centres")
     goal = np.array([0.6, 8.9])  # in cell (3, 1), around the U from the start
     np.testing.assert_allclose(navigator.waypoint(np.array([0.3, -0.2]), goal), [4.0, 0.0])
     np.testing.assert_allclose(navigator.waypoint(np.array([8.1, 0.5]), goal), [8.0, 4.0])
     np.testing.assert_allclose(navigator.waypoint(np.array([4.2, 8.0]), goal), goal)
     np.testing.assert_allclose(navigator.waypoint(np.array([0.1, 7.5]), goal), goal)
+
+
+def test_d4rl_navigation_uses_d4rls_cell_lookup_and_noisy_waypoints() -> None:
+    task = maze_task("antmaze-umaze-v2")
+    navigator = AntNavigator(task, GridPlanner(task.maze.free), rng=np.random.default_rng(0))
+    # D4RL's _xy_to_rowcol: (int(1 + max(y, 1e-4) / 4), int(1 + max(x, 1e-4) / 4)).
+    for xy in ([0.3, -0.2], [3.9, 0.1], [4.1, 7.9], [8.5, 3.99], [-1.5, 9.0], [11.9, 11.9]):
+        expected = (int(1 + max(xy[1], 1e-4) / 4), int(1 + max(xy[0], 1e-4) / 4))
+        assert navigator.d4rl_cell(np.array(xy)) == expected
+    goal = np.array([0.6, 8.9])
+    # At x = 3.9 the ant is nearer cell (1, 2)'s centre, but D4RL still counts it in (1, 1): the
+    # waypoint stays cell (1, 2)'s centre + U(0, 1), re-drawn at every call.
+    draws = np.stack([navigator.waypoint(np.array([3.9, 0.2]), goal) for _ in range(400)])
+    assert np.all((draws >= [4.0, 0.0]) & (draws <= [5.0, 1.0]))
+    np.testing.assert_allclose(draws.mean(axis=0), [4.5, 0.5], atol=0.05)
+    # A robot counted in a wall cell ((7, 5) lies in free cell (2, 3), D4RL's lookup says wall (2, 2))
+    # heads for that cell's free neighbour nearest the goal, (3, 2), across the wall's corner, as D4RL's
+    # breadth-first search did.
+    waypoint = navigator.waypoint(np.array([7.0, 5.0]), goal)
+    assert task.geometry.cell_of(waypoint - 0.5) == (3, 2)
+    np.testing.assert_allclose(navigator.waypoint(np.array([2.0, 8.5]), goal), goal)
+    with pytest.raises(ConfigError, match="navigation style"):
+        AntNavigator(task, GridPlanner(task.maze.free), style="straight")
 
 
 def test_replica_rows_are_d4rls_and_deterministic(tiny_policy_dir: Path) -> None:
@@ -252,18 +282,18 @@ def test_replica_statistics_count_falls_successes_and_their_timing() -> None:
 
 def test_the_shipped_walker_stays_upright_while_collecting(monkeypatch: pytest.MonkeyPatch) -> None:
     # The package's own goal-reaching ant, acting as the replicas do (sampled + N(0, 0.2^2) noise) on D4RL's
-    # ant: three 1000-step episodes of the diverse recipe, whose turns and wall contacts are where falls
-    # would happen, show no flipped ant at all.
+    # ant, navigating as D4RL's collector did: three 1001-row episodes of the medium maze's diverse recipe,
+    # whose turns and wall contacts are where falls would happen, show no flipped ant at all.
     monkeypatch.delenv(POLICY_DIR_ENV, raising=False)
     actor, meta = load_goal_reaching_policy()
     assert meta["policy_input"] == 3
-    name = "antmaze-umaze-diverse-v2"
+    name = "antmaze-medium-diverse-v2"
     env = make_env(name, terminate_at_goal=False, time_limit=False)
-    arrays, stats = collect_antmaze(env, maze_task(name), actor, "diverse", seed=11, num_steps=3000)
+    arrays, stats = collect_antmaze(env, maze_task(name), actor, "diverse", seed=11, num_steps=3003)
     env.close()
     assert stats["flipped_episodes"] == 0 and stats["flipped_rows"] == 0
     assert stats["episodes"] == 3 and stats["reached_commanded"] >= 2
-    assert replica_statistics(arrays, 700)["flipped_rows"] == 0
+    assert replica_statistics(arrays, 1000)["flipped_rows"] == 0
 
 
 def test_goal_reaching_training_resumes_exactly_and_exports(
@@ -335,3 +365,24 @@ def test_tiny_antmaze_fit_runs_on_a_replica(method: str, tiny_policy_dir: Path, 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REPLICA" in result.stderr + result.stdout
     assert list((tmp_path / "runs" / "antmaze" / "version_0" / "checkpoints").glob("last.ckpt"))
+
+
+def test_umaze_diverse_episodes_end_at_their_first_reward(monkeypatch: pytest.MonkeyPatch) -> None:
+    # D4RL's umaze-diverse file: random starts, the evaluation goal's cell commanded, one rewarded row per
+    # episode, where the episode ends (a terminal, not a timeout).
+    monkeypatch.delenv(POLICY_DIR_ENV, raising=False)
+    actor, _ = load_goal_reaching_policy()
+    name = "antmaze-umaze-diverse-v2"
+    env = make_env(name, terminate_at_goal=False, time_limit=False)
+    arrays, stats = collect_antmaze(env, maze_task(name), actor, "diverse", seed=3, num_steps=1500)
+    env.close()
+    assert stats["episodes"] >= 2 and stats["reached_eval_goal"] == stats["episodes"]
+    rewarded = np.flatnonzero(arrays["rewards"] > 0)
+    assert rewarded.size == stats["episodes"]
+    np.testing.assert_array_equal(arrays["terminals"], arrays["rewards"] > 0)
+    assert not arrays["timeouts"][rewarded].any()
+    for row in rewarded[rewarded < 1499]:  # the next row starts a new episode elsewhere in the maze
+        assert not np.allclose(arrays["observations"][row + 1], arrays["next_observations"][row])
+    summary = replica_statistics(arrays, 700)
+    assert summary["episodes"] == stats["episodes"] + 1  # the trailing, unfinished one
+    assert summary["rewarded_episodes"] == stats["episodes"]
