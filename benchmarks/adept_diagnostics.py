@@ -12,6 +12,13 @@ grows far beyond the learner's own, are the pattern docs/methods/adept.md descri
 
     python benchmarks/adept_diagnostics.py --dataset walker2d-medium-v2 \\
         --configs iql_walker2d adept_iql_walker2d --runs runs/sweeps/walker2d-medium/runs
+
+With ``--rounds``, every ADEPT run also gets its closed loop round by round (one row per logged
+learner update): the world model's error on the rows it never trained on one and ten steps ahead
+(``diagnostics/state_rmse_*``, in standard deviations of the data's states, next to the error of
+predicting no change), its reward error, the rollouts' mean reward next to the data's and their
+length, the importance weights' effective sample size and the learner's critic loss, with the fit's
+own evaluations where they fall.
 """
 
 from __future__ import annotations
@@ -29,10 +36,46 @@ from lightning_offrl.data.sources import resolve_dataset
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def scalars(run_dir: Path) -> dict[str, list[float]]:
+def scalar_series(run_dir: Path) -> dict[str, dict[int, float]]:
+    """``{tag: {learner update: value}}`` of a run's TensorBoard scalars."""
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    return {tag: list(series.values()) for tag, series in scalar_series(run_dir).items()}
+
+
+ROUND_COLUMNS = (
+    ("state err 1", "train/diagnostics/state_rmse_1", "{:.3f}"),
+    ("no-change err 1", "train/diagnostics/state_rmse_1_unchanged", "{:.3f}"),
+    ("state err 10", "train/diagnostics/state_rmse_10", "{:.3f}"),
+    ("reward err 1", "train/diagnostics/reward_rmse_1", "{:.3f}"),
+    ("10-step return err", "train/diagnostics/return_error_10", "{:.2f}"),
+    ("rollout reward", "train/rollout/mean_reward", "{:.3f}"),
+    ("data reward", "train/diagnostics/data_mean_reward", "{:.3f}"),
+    ("rollout length", "train/rollout/mean_length", "{:.2f}"),
+    ("IS weight ESS", "train/world_model/weight_ess", "{:.1%}"),
+    ("critic loss", "train/critic_loss", "{:.3g}"),
+    ("evaluation", "eval/normalized_score", "{:.1f}"),
+)
+
+
+def round_table(series: dict[str, dict[int, float]]) -> list[str]:
+    """Markdown rows, one per learner update at which the round diagnostics were logged."""
+    steps = sorted(series.get("train/diagnostics/state_rmse_1", {}))
+    if not steps:
+        return ["    (no round diagnostics logged: a run without synthetic data, or from before they existed)"]
+    lines = ["    | learner updates | " + " | ".join(name for name, _, _ in ROUND_COLUMNS) + " |",
+             "    |" + "---|" * (len(ROUND_COLUMNS) + 1)]
+    for step in steps:
+        cells = []
+        for _, tag, form in ROUND_COLUMNS:
+            value = series.get(tag, {}).get(step)
+            cells.append(form.format(value) if value is not None else "")
+        lines.append(f"    | {step} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> None:
@@ -41,6 +84,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", required=True)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "results",
                         help="DIR/runs of a sweep, or the former script's runs/results (the default)")
+    parser.add_argument("--rounds", action="store_true", help="print each ADEPT run's closed loop round by round")
     args = parser.parse_args()
 
     data = resolve_dataset(args.dataset, progress=False)
@@ -54,7 +98,8 @@ def main() -> None:
             versions = sorted(seed_dir.glob("version_*")) or [seed_dir]
             if not list(versions[-1].glob("events.out.tfevents.*")):
                 continue
-            logged = scalars(versions[-1])
+            series = scalar_series(versions[-1])
+            logged = {tag: list(values.values()) for tag, values in series.items()}
             line = f"  {config:<24} {seed_dir.name}:"
             critic = logged.get("train/critic_loss")
             if critic:
@@ -67,6 +112,8 @@ def main() -> None:
             if score:
                 line += f"; in-fit evaluation {score[-1]:.1f}"
             print(line)
+            if args.rounds and "train/rollout/mean_reward" in series:
+                print("\n".join(round_table(series)))
 
 
 if __name__ == "__main__":

@@ -64,6 +64,9 @@ LearnerFactory = Callable[[int, int], OfflineRLModule]
 ``class_path`` with ``init_args`` (everything but the sizes and budgets, which ADEPT passes). The two
 ``int`` parameters tell LightningCLI which arguments are left to the caller."""
 
+# Steps ahead of the open-loop diagnostic: the paper's rollout horizon.
+DIAGNOSTIC_HORIZON = 10
+
 # Arguments of the learner that ADEPT sets itself (the sizes, and its own budget and logging cadence).
 _LEARNER_ARGS_SET_BY_ADEPT = ("obs_dim", "act_dim", "max_updates", "log_every")
 
@@ -217,6 +220,10 @@ class ADEPT(OfflineRLModule):
         self_normalize_weights: divide the weights by their batch mean (self-normalised importance
             sampling: bounded variance at a small bias, and invariant to the densities' scales).
         terminal_threshold: predicted probability above which a generated transition ends its rollout.
+        heldout_segments: segments of ``DIAGNOSTIC_HORIZON`` (10) consecutive dataset rows kept out of
+            the world model's training (pretraining, importance-sampled updates and rollout starts) and
+            used to measure it at the start of every round (``diagnostics/*`` in TensorBoard, see
+            :meth:`world_model_diagnostics`); 0 trains on every row and measures nothing.
         sampling_seed: seed of ADEPT's own random stream (world-model batches, rollouts); rank ``r``
             adds ``r``. ``None`` (default) draws it from torch's global generator, so that
             ``seed_everything`` gives every run its own stream.
@@ -253,6 +260,7 @@ class ADEPT(OfflineRLModule):
         weight_clip: float | None = 10.0,
         self_normalize_weights: bool = True,
         terminal_threshold: float = 0.5,
+        heldout_segments: int = 128,
         sampling_seed: int | None = None,
         optimizer: OptimizerFactory | None = None,
         max_updates: int = 1_000_000,
@@ -270,7 +278,7 @@ class ADEPT(OfflineRLModule):
             if int(value) != value or value <= 0:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
         for name, value in (("world_model_pretrain_updates", world_model_pretrain_updates),
-                            ("importance_updates", importance_updates)):
+                            ("importance_updates", importance_updates), ("heldout_segments", heldout_segments)):
             if int(value) != value or value < 0:
                 raise ConfigError(f"model.{name} must be a non-negative integer, got {value!r}")
         if not 0.0 <= synthetic_fraction < 1.0:
@@ -300,6 +308,7 @@ class ADEPT(OfflineRLModule):
         self.self_normalize_weights = self_normalize_weights
         # A logit above log(p / (1 - p)) means a predicted probability above p.
         self.terminal_logit_threshold = math.log(terminal_threshold / (1.0 - terminal_threshold))
+        self.heldout_segments = int(heldout_segments)
         if sampling_seed is None:
             sampling_seed = int(torch.randint(2**31 - 1, ()))
         self.sampling_seed = int(sampling_seed)
@@ -350,6 +359,9 @@ class ADEPT(OfflineRLModule):
         capacity = rollout_starts * rollout_horizon * rollout_retain_rounds
         self.rollout_buffer = RolloutBuffer(capacity, obs_dim, act_dim)
         self.real_buffer: TransitionBuffer | None = None
+        # Rows the world model trains on (None: all) and the held-out segments' first rows.
+        self._training_rows: torch.Tensor | None = None
+        self._heldout_starts: torch.Tensor | None = None
         self.world_model_metrics: dict[str, torch.Tensor] = {}
         self._generator: torch.Generator | None = None
         self._pending_generator_state: torch.Tensor | None = None
@@ -445,6 +457,31 @@ class ADEPT(OfflineRLModule):
         standardized = (raw_target - raw_target.mean(0)) / self.target_std.to(raw_target.device)
         self.target_low.copy_(standardized.amin(0))
         self.target_high.copy_(standardized.amax(0))
+        self._hold_out_segments(buffer)
+
+    @torch.no_grad()
+    def _hold_out_segments(self, buffer: TransitionBuffer) -> None:
+        """Picks ``heldout_segments`` runs of ``DIAGNOSTIC_HORIZON`` consecutive rows of one episode (each
+        row's next observation is the following row's observation, no terminal before the last) and
+        keeps their rows out of the world model's batches. The choice depends only on the data and
+        ``sampling_seed``, so a resumed fit holds out the same rows."""
+        self._training_rows, self._heldout_starts = None, None
+        horizon, rows = DIAGNOSTIC_HORIZON, len(buffer)
+        if self.heldout_segments == 0 or rows < horizon:
+            return
+        continues = (buffer.next_observations[:-1] == buffer.observations[1:]).all(dim=-1)
+        continues &= buffer.terminals[:-1] == 0
+        counts = torch.cat([continues.new_zeros(1, dtype=torch.long), continues.long().cumsum(0)])
+        starts = torch.arange(rows - horizon + 1, device=counts.device)
+        valid = starts[counts[starts + horizon - 1] - counts[starts] == horizon - 1]
+        if valid.numel() == 0:
+            return
+        chooser = torch.Generator(device="cpu").manual_seed(self.sampling_seed)
+        order = torch.randperm(valid.numel(), generator=chooser)[: self.heldout_segments]
+        self._heldout_starts = valid[order.to(valid.device)].sort().values
+        held = torch.zeros(rows, dtype=torch.bool, device=counts.device)
+        held[(self._heldout_starts[:, None] + torch.arange(horizon, device=counts.device)).reshape(-1)] = True
+        self._training_rows = torch.nonzero(~held).squeeze(-1)
 
     def _raw_target(self, obs: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         return next_obs - obs if self.diffusion_target == "delta" else next_obs
@@ -478,7 +515,63 @@ class ADEPT(OfflineRLModule):
                 "ADEPT has no dataset: train it with D4RLDataModule, or call attach_dataset(buffer) "
                 "before fit"
             )
-        return self.real_buffer.sample(batch_size, self.generator)
+        if self._training_rows is None:
+            return self.real_buffer.sample(batch_size, self.generator)
+        pick = torch.randint(self._training_rows.numel(), (batch_size,), generator=self.generator,
+                             device=self._training_rows.device)
+        return self.real_buffer[self._training_rows[pick]]
+
+    @torch.no_grad()
+    def world_model_diagnostics(self) -> dict[str, torch.Tensor]:
+        """How well the world model predicts the held-out rows, and what the data's rewards are.
+
+        All errors are root mean squares over rows and state dimensions in the learner's normalised
+        observation units (1 = one standard deviation of the data's states), rewards on the learner's
+        reward scale:
+
+        * ``diagnostics/state_rmse_1``: the guided world model's next state against the data's, one
+          step from each held-out row; ``diagnostics/state_rmse_1_unchanged``: the same for
+          predicting no change (the scale the first is read against);
+        * ``diagnostics/state_rmse_10``: ten steps open loop from each segment's first state, driven
+          by the data's own actions, against the data's state ten steps on;
+        * ``diagnostics/reward_rmse_1``: the reward model on the generated next state, against the
+          data's reward; ``diagnostics/return_error_10``: mean absolute error of the ten-step
+          (undiscounted) sum of predicted rewards along the open-loop rollout;
+        * ``diagnostics/data_mean_reward``: the data's mean reward, next to ``rollout/mean_reward``.
+
+        Empty when nothing is held out (``heldout_segments: 0``, or no episode of 10 rows).
+        """
+        if self._heldout_starts is None or self.real_buffer is None:
+            return {}
+        buffer, starts = self.real_buffer, self._heldout_starts
+        was_training = self.training
+        self.eval()
+        try:
+            rows = (starts[:, None] + torch.arange(DIAGNOSTIC_HORIZON, device=starts.device)).reshape(-1)
+            batch = buffer[rows]
+            predicted = self.sample_next_observations(batch.observations, batch.actions)
+            rewards, _ = self.predict_reward_terminal(batch.observations, batch.actions, predicted)
+            obs = buffer.observations[starts]
+            predicted_return = obs.new_zeros(starts.numel())
+            data_return = obs.new_zeros(starts.numel())
+            for step in range(DIAGNOSTIC_HORIZON):
+                actions = buffer.actions[starts + step]
+                next_obs = self.sample_next_observations(obs, actions)
+                step_rewards, _ = self.predict_reward_terminal(obs, actions, next_obs)
+                predicted_return += step_rewards
+                data_return += buffer.rewards[starts + step]
+                obs = next_obs
+        finally:
+            self.train(was_training)
+        last = buffer.next_observations[starts + DIAGNOSTIC_HORIZON - 1]
+        return {
+            "diagnostics/state_rmse_1": (predicted - batch.next_observations).square().mean().sqrt(),
+            "diagnostics/state_rmse_1_unchanged": (batch.observations - batch.next_observations).square().mean().sqrt(),
+            "diagnostics/state_rmse_10": (obs - last).square().mean().sqrt(),
+            "diagnostics/reward_rmse_1": (rewards - batch.rewards).square().mean().sqrt(),
+            "diagnostics/return_error_10": (predicted_return - data_return).abs().mean(),
+            "diagnostics/data_mean_reward": buffer.rewards.mean(),
+        }
 
     # ================================================================== world-model losses
     def world_model_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -653,6 +746,8 @@ class ADEPT(OfflineRLModule):
             self.world_model_metrics.update(metrics)
             self.importance_rounds.fill_(current_round)
         if int(self.rollout_rounds) <= current_round:
+            # The model this round's rollouts come from, measured on rows it never trained on.
+            self.world_model_metrics.update(self.world_model_diagnostics())
             self.world_model_metrics.update(self.generate_rollouts())
             self.rollout_rounds.fill_(current_round + 1)
 

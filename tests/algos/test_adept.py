@@ -220,6 +220,9 @@ def test_closed_loop_round_and_resume(pointgoal_file: Path, tmp_path: Path) -> N
     pretrain, per_round = TINY["world_model_pretrain_updates"], TINY["importance_updates"]
     assert int(module.world_model_updates) == pretrain + 2 * per_round
     assert 0 < len(module.rollout_buffer) <= module.rollout_buffer.capacity
+    # Each round measured its world model on the held-out segments before rolling out.
+    assert module._heldout_starts is not None
+    assert torch.isfinite(module.world_model_metrics["diagnostics/state_rmse_10"])
     # The synthetic buffer is one of the DataModule's sources, registered once.
     assert [source for source, _ in datamodule._extra_sources] == [module.rollout_buffer]
     # The learner's own schedule was stepped through the routing: IQL's cosine actor lr reached 0.
@@ -297,3 +300,69 @@ def test_bad_hyperparameters_are_config_errors() -> None:
                 {"diffusion_target": "reward"}, {"behavior_policy": "beta"}, {"importance_updates": -1}):
         with pytest.raises(ConfigError):
             ADEPT(3, 2, hidden_dim=8, depth=1, **bad)
+
+
+# ----------------------------------------------------------------------------- diagnostics
+def chained_buffer(episodes: int, length: int, obs_dim: int = 2, act_dim: int = 2) -> TransitionBuffer:
+    """Episodes of a noiseless linear system, rows in order (each next observation is the next row's)."""
+    g = torch.Generator().manual_seed(0)
+    obs_rows, action_rows, next_rows = [], [], []
+    for _ in range(episodes):
+        obs = torch.rand(obs_dim, generator=g) * 2 - 1
+        for _ in range(length):
+            action = torch.rand(act_dim, generator=g) * 2 - 1
+            next_obs = 0.9 * obs + 0.1 * action
+            obs_rows.append(obs)
+            action_rows.append(action)
+            next_rows.append(next_obs)
+            obs = next_obs
+    obs, actions, next_obs = torch.stack(obs_rows), torch.stack(action_rows), torch.stack(next_rows)
+    return TransitionBuffer(obs, actions, -next_obs.norm(dim=-1), next_obs, torch.zeros(len(obs)))
+
+
+def test_heldout_segments_stay_out_of_training_and_measure_the_model() -> None:
+    buffer = chained_buffer(episodes=20, length=25)
+    module = tiny_adept(2, 2, 10, heldout_segments=6, sampling_seed=3)
+    module.attach_dataset(buffer)
+    starts = module._heldout_starts
+    assert starts is not None and starts.numel() == 6
+    held = (starts[:, None] + torch.arange(10)).reshape(-1)
+    # every segment lies inside one episode of 25 rows
+    assert torch.all(starts % 25 <= 15)
+    assert set(module._training_rows.tolist()).isdisjoint(held.tolist())
+    assert module._training_rows.numel() + torch.unique(held).numel() == len(buffer)
+    # world-model batches never contain a held-out row
+    sampled = module.sample_real(4000).observations
+    held_obs = buffer.observations[held]
+    assert not (sampled[:, None, :] == held_obs[None]).all(-1).any()
+    # the same data and seed hold out the same rows (a resumed fit measures the same thing)
+    again = tiny_adept(2, 2, 10, heldout_segments=6, sampling_seed=3)
+    again.attach_dataset(buffer)
+    torch.testing.assert_close(again._heldout_starts, starts)
+
+    untrained = module.world_model_diagnostics()
+    assert set(untrained) == {f"diagnostics/{k}" for k in (
+        "state_rmse_1", "state_rmse_1_unchanged", "state_rmse_10", "reward_rmse_1", "return_error_10",
+        "data_mean_reward")}
+    assert all(torch.isfinite(v) for v in untrained.values())
+    optimizer = torch.optim.Adam([*module.denoiser.parameters(), *module.reward_model.parameters()], lr=2e-3)
+    torch.manual_seed(0)
+    for _ in range(400):
+        loss, _ = module.world_model_loss(module.sample_real(128))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    trained = module.world_model_diagnostics()
+    # training on the other rows makes the held-out predictions better, one and ten steps ahead
+    assert trained["diagnostics/state_rmse_1"] < 0.5 * untrained["diagnostics/state_rmse_1"]
+    assert trained["diagnostics/state_rmse_10"] < untrained["diagnostics/state_rmse_10"]
+    assert trained["diagnostics/return_error_10"] < untrained["diagnostics/return_error_10"]
+
+
+def test_no_heldout_rows_without_whole_segments() -> None:
+    module = tiny_adept(2, 2, 10, heldout_segments=0)
+    module.attach_dataset(chained_buffer(episodes=3, length=25))
+    assert module._training_rows is None and module.world_model_diagnostics() == {}
+    short = tiny_adept(2, 2, 10, heldout_segments=4)
+    short.attach_dataset(chained_buffer(episodes=30, length=5))  # no episode holds 10 rows
+    assert short._training_rows is None and short.world_model_diagnostics() == {}
