@@ -142,3 +142,18 @@ def test_adept_fit_with_its_own_data_seed_then_evaluate(pointgoal_file: Path, tm
     evaluated = run_cli(["evaluate", "--ckpt_path", str(last), "--episodes", "2"], tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "normalized score:" in evaluated.stdout and "ADEPT after 20 updates" in evaluated.stdout
+
+
+@pytest.mark.parametrize("name", [f"{prefix}_{task}" for prefix in ("sac_plain", "adept_sac_plain")
+                                  for task in ("hopper", "halfcheetah", "walker2d")])
+def test_plain_sac_configs_have_two_critics(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from lightning_offrl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONF / f"{name}.yaml"), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    init = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    sac = init["learner"]["init_args"] if name.startswith("adept") else init
+    assert sac["num_critics"] == 2 and sac["hidden_dims"] == [256, 256]
