@@ -45,6 +45,7 @@ RESULT_FILE = "result.json"
 LOG_FILE = "train.log"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 FINISHED, RUNNING, INTERRUPTED, FAILED = "finished", "running", "interrupted", "failed"
+EVALUATE = "evaluate"  # a finished run that still lacks one of the --eval-also evaluations
 EVAL_SEED = 100_000  # final-evaluation reset seeds, disjoint from the in-training ones (0, 1, ...)
 SCORE_TAG = "eval/normalized_score"  # what D4RLEvaluation logs at every evaluation, step = update
 
@@ -85,6 +86,9 @@ class RunSpec:
         episodes: final-evaluation episodes.
         eval_seed: final-evaluation episode ``i`` is reset with ``eval_seed + i``.
         output: absolute path of the sweep's output folder.
+        eval_variants: acting-time settings (``"NAME=VALUE NAME=VALUE"``) the last checkpoint is also
+            evaluated with, on the same episodes; not part of :meth:`settings`, so a variant can be added
+            to a finished run without training it again.
     """
 
     config: str
@@ -96,6 +100,7 @@ class RunSpec:
     episodes: int
     eval_seed: int
     output: str
+    eval_variants: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -125,6 +130,39 @@ class RunSpec:
         if ckpt_path is not None:
             args += ["--ckpt_path", str(ckpt_path)]
         return args
+
+
+def parse_eval_variant(text: str) -> str:
+    """``"num_action_candidates=1024,candidate_selection=softmax"`` -> ``"num_action_candidates=1024
+    candidate_selection=softmax"`` (pairs separated by commas or spaces), each pair checked.
+
+    Raises:
+        ConfigError: an empty setting or a pair that is not ``NAME=VALUE``.
+    """
+    from lightning_offrl.evaluate import parse_overrides
+
+    pairs = [pair for pair in text.replace(",", " ").split() if pair]
+    if not pairs:
+        raise ConfigError("--eval-also needs NAME=VALUE pairs, e.g. --eval-also num_action_candidates=1024,"
+                          "candidate_selection=softmax")
+    try:
+        parse_overrides(pairs)
+    except OffRLError as err:
+        raise ConfigError(f"--eval-also {text!r}: {str(err).replace('--set ', '')}") from err
+    return " ".join(pairs)
+
+
+def variant_overrides(variant: str) -> dict[str, Any]:
+    """The constructor arguments of a canonical ``--eval-also`` setting."""
+    from lightning_offrl.evaluate import parse_overrides
+
+    return parse_overrides(variant.split())
+
+
+def missing_variants(spec: RunSpec, record: dict[str, Any] | None) -> list[str]:
+    """The ``--eval-also`` settings a run's record has no evaluation for yet."""
+    done = (record or {}).get("variants") or {}
+    return [variant for variant in spec.eval_variants if "normalized_score" not in (done.get(variant) or {})]
 
 
 def override_args(overrides: Sequence[str]) -> list[str]:
@@ -198,7 +236,8 @@ def write_result(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 def run_state(spec: RunSpec) -> tuple[str, dict[str, Any] | None]:
-    """``finished``, ``resume`` (unfinished, with a last checkpoint) or ``new``, and the run's record.
+    """``finished``, ``evaluate`` (finished, some ``--eval-also`` evaluation missing), ``resume``
+    (unfinished, with a last checkpoint) or ``new``, and the run's record.
 
     Raises:
         ConfigError: the folder holds a run made with other settings.
@@ -215,7 +254,7 @@ def run_state(spec: RunSpec) -> tuple[str, dict[str, Any] | None]:
             "--output, or delete that folder to run it again with these settings"
         )
     if record.get("status") == FINISHED:
-        return FINISHED, record
+        return (EVALUATE if missing_variants(spec, record) else FINISHED), record
     return ("resume" if (spec.run_dir / LAST_CHECKPOINT).is_file() else "new"), record
 
 
@@ -328,6 +367,8 @@ def execute_run(
                 error = f"the fit ended without writing {LAST_CHECKPOINT}"
             else:
                 record.update(final_evaluation(spec, ckpt))
+                record["variants"] = {variant: final_evaluation(spec, ckpt, variant_overrides(variant))
+                                      for variant in spec.eval_variants}
                 record["curve"] = evaluation_curve(run_dir)
                 status = FINISHED
         except (KeyboardInterrupt, SystemExit) as err:
@@ -347,6 +388,30 @@ def execute_run(
     return record
 
 
+def execute_variants(spec: RunSpec, threads: int) -> dict[str, Any]:
+    """Evaluates a finished run's last checkpoint with the ``--eval-also`` settings it lacks.
+
+    A setting the method rejects is recorded with its error (and left out of the tables); the run
+    stays finished.
+    """
+    record = read_result(spec.run_dir) or {}
+    variants = dict(record.get("variants") or {})
+    with output_to(spec.run_dir / LOG_FILE):
+        import torch
+
+        torch.set_num_threads(threads)
+        for variant in missing_variants(spec, record):
+            print(f"\n=== {datetime.now().isoformat(timespec='seconds')} evaluating with {variant}", flush=True)
+            try:
+                variants[variant] = final_evaluation(spec, spec.run_dir / LAST_CHECKPOINT, variant_overrides(variant))
+            except Exception as err:  # noqa: BLE001 - reported in the record, the sweep goes on
+                variants[variant] = {"error": one_line(f"{type(err).__name__}: {err}")}
+                print(f"evaluation with {variant} failed: {err}", flush=True)
+    record["variants"] = variants
+    write_result(spec.run_dir, record)
+    return read_result(spec.run_dir) or record
+
+
 def last_error_line(log_path: Path) -> str | None:
     """The last ``error:`` line of a run's log (what ``lightning_offrl fit`` printed before stopping)."""
     try:
@@ -359,10 +424,11 @@ def last_error_line(log_path: Path) -> str | None:
     return None
 
 
-def final_evaluation(spec: RunSpec, ckpt: Path) -> dict[str, Any]:
+def final_evaluation(spec: RunSpec, ckpt: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return and normalized score of the last checkpoint on the fixed evaluation episodes.
 
-    The same routine as ``lightning_offrl evaluate --ckpt_path CKPT --episodes N --seed EVAL_SEED``.
+    The same routine as ``lightning_offrl evaluate --ckpt_path CKPT --episodes N --seed EVAL_SEED``
+    (``overrides``: its ``--set`` acting-time settings).
     """
     import numpy as np
 
@@ -370,12 +436,13 @@ def final_evaluation(spec: RunSpec, ckpt: Path) -> dict[str, Any]:
     from lightning_offrl.envs.tasks import get_task
     from lightning_offrl.evaluate import load_module
 
-    module, info = load_module(ckpt)
+    module, info = load_module(ckpt, overrides=overrides)
     result = evaluate_policy(module.act, spec.dataset, spec.episodes, seed=spec.eval_seed)
     returns = np.asarray(result.returns, dtype=np.float64)
     scores = get_task(spec.dataset).normalized_score(returns)
 
-    print(f"final evaluation: {len(returns)} episodes from seed {spec.eval_seed}: "
+    settings = f" with {' '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else ""
+    print(f"final evaluation{settings}: {len(returns)} episodes from seed {spec.eval_seed}: "
           f"return {returns.mean():.2f}, normalized score {scores.mean():.2f}", flush=True)
     return {"updates": info["num_updates"], "replica": info["is_replica"],
             "normalized_score": round(float(scores.mean()), 3),
@@ -436,6 +503,7 @@ def plan_sweep(args: argparse.Namespace) -> SweepPlan:
     if args.cpus_per_run <= 0 or args.gpus_per_run < 0:
         raise ConfigError("--cpus-per-run must be positive and --gpus-per-run at least 0")
     overrides = tuple(check_overrides(args.overrides))
+    variants = tuple(dict.fromkeys(parse_eval_variant(text) for text in getattr(args, "eval_also", [])))
     configs: dict[str, Path] = {}
     for name in args.configs:
         path = resolve_config(name)
@@ -444,7 +512,7 @@ def plan_sweep(args: argparse.Namespace) -> SweepPlan:
         configs[path.stem] = path
     output = str(Path(args.output).resolve())
     runs = [RunSpec(config, str(path), dataset, seed, args.updates, overrides, args.episodes, args.eval_seed,
-                    output)
+                    output, variants)
             for config, path in configs.items() for dataset in dict.fromkeys(args.datasets)
             for seed in dict.fromkeys(args.seeds)]
     plan = SweepPlan(runs)
@@ -455,7 +523,12 @@ def plan_sweep(args: argparse.Namespace) -> SweepPlan:
     checked: dict[tuple[str, str], str] = {}
     for run in runs:
         if (run.config, run.dataset) not in checked:
-            data = validate_fit_args(run)
+            data, model_args = validate_fit_args(run)
+            for variant in variants:
+                unknown = sorted(set(variant_overrides(variant)) - model_args)
+                if unknown:
+                    raise ConfigError(f"--eval-also {variant!r}: {run.config} has no argument "
+                                      f"{', '.join(unknown)}; its arguments are: {', '.join(sorted(model_args))}")
             key = hashlib.sha1(json.dumps({k: v for k, v in data.items() if k != "seed"}, sort_keys=True,
                                           default=str).encode()).hexdigest()[:8]
             plan.data[key] = data
@@ -464,11 +537,12 @@ def plan_sweep(args: argparse.Namespace) -> SweepPlan:
     return plan
 
 
-def validate_fit_args(run: RunSpec) -> dict[str, Any]:
+def validate_fit_args(run: RunSpec) -> tuple[dict[str, Any], set[str]]:
     """Parses and instantiates a run's fit arguments as ``lightning_offrl fit`` would, without training.
 
     Returns:
-        The DataModule's init arguments (to prepare the data once per distinct data configuration).
+        The DataModule's init arguments (to prepare the data once per distinct data configuration), and
+        the names of the model's arguments (what ``--eval-also`` may set).
 
     Raises:
         ConfigError: what the CLI's parser or a class's constructor rejected, on one line.
@@ -496,7 +570,8 @@ def validate_fit_args(run: RunSpec) -> dict[str, Any]:
         for logger, level in zip(quiet, levels):
             logger.setLevel(level)
     # jsonargparse adds private entries (``_instantiator``) that are not constructor arguments
-    return {k: v for k, v in cli.datamodule.hparams.items() if not k.startswith("_")}
+    model_args = {k for k in cli.model.hparams if not k.startswith("_")}
+    return {k: v for k, v in cli.datamodule.hparams.items() if not k.startswith("_")}, model_args
 
 
 def one_line(message: str) -> str:
@@ -515,6 +590,8 @@ def describe(spec: RunSpec, state: str, record: dict[str, Any] | None) -> str:
         return f"finished  {spec.name}: score {record.get('normalized_score')} ({rel})"
     if state == "resume":
         return f"resume    {spec.name} from {rel / LAST_CHECKPOINT}"
+    if state == EVALUATE:
+        return f"evaluate  {spec.name} with {'; '.join(missing_variants(spec, record))} ({rel})"
     return f"{'restart' if record else 'new':<9} {spec.name} -> {rel}"
 
 
@@ -578,6 +655,7 @@ def _run_on_ray(
     resources = {"num_cpus": args.cpus_per_run, "num_gpus": args.gpus_per_run}
     # One run per worker process (max_calls=1): no state is carried from one fit to the next.
     run_task = ray.remote(max_calls=1)(execute_run).options(**resources)
+    variant_task = ray.remote(max_calls=1)(execute_variants).options(**resources)
     prepare_task = ray.remote(max_calls=1)(prepare_data).options(num_cpus=args.cpus_per_run)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
@@ -592,13 +670,18 @@ def _run_on_ray(
     try:
         prepared: dict[str, Any] = {}
         for spec in todo:
+            state, record = run_state(spec)
+            if state == EVALUATE:
+                print(f"evaluate {spec.name} with {'; '.join(missing_variants(spec, record))} "
+                      f"(log: {spec.run_dir / LOG_FILE})", flush=True)
+                pending[variant_task.remote(spec, threads)] = spec
+                continue
             key = plan.data_key[spec]
             if key not in prepared:
                 data = plan.data[key]
                 log_path = Path(spec.output) / "prepare" / f"{data.get('dataset')}-{key}.log"
                 prepared[key] = (prepare_task.remote(data, str(log_path), threads),
                                  str(log_path.relative_to(spec.output)))
-            state, _ = run_state(spec)
             print(f"{'resume' if state == 'resume' else 'start'} {spec.name}"
                   f"{' from its last checkpoint' if state == 'resume' else ''} "
                   f"(log: {spec.run_dir / LOG_FILE})", flush=True)
@@ -677,7 +760,11 @@ def _report_run(ray: Any, ref: Any, spec: RunSpec) -> bool:
     if record.get("status") == FINISHED:
         print(f"done {spec.name}: normalized score {record['normalized_score']:.1f} after "
               f"{record['updates']} updates, {record['train_minutes']:.1f} train min", flush=True)
-        return True
+        for variant, result in (record.get("variants") or {}).items():
+            outcome = (f"normalized score {result['normalized_score']:.1f}" if "normalized_score" in result
+                       else f"FAILED: {result.get('error')}")
+            print(f"     evaluated with {variant}: {outcome}", flush=True)
+        return "normalized_score" in record and not missing_variants(spec, record)
     print(f"FAILED {spec.name}: {record.get('error')} (log: {log_path})", flush=True)
     return False
 
@@ -725,6 +812,18 @@ def record_to_row(record: dict[str, Any]) -> dict[str, Any]:
         "checkpoint": record.get("checkpoint", f"{run_dir}/{LAST_CHECKPOINT}"),
         "log": record.get("log", f"{run_dir}/{LOG_FILE}"),
     }
+
+
+def record_to_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's ``results.csv`` rows: its final evaluation, then one per ``--eval-also`` setting evaluated."""
+    row = record_to_row(record)
+    rows = [row]
+    for variant, result in (record.get("variants") or {}).items():
+        if "normalized_score" in result:
+            rows.append({**row, "normalized_score": result["normalized_score"],
+                         "normalized_score_se": result.get("normalized_score_se"),
+                         "return": result.get("return"), "evaluated_with": variant})
+    return rows
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
@@ -873,7 +972,7 @@ def write_report(output: Path) -> list[Path]:
     if not records:
         raise OffRLError(f"{output} holds no runs (no runs/<config>/<dataset>/seed<k>/{RESULT_FILE}); "
                          "pass the --output folder of a sweep")
-    rows = [record_to_row(r) for r in records]
+    rows = [row for record in records for row in record_to_rows(record)]
     written = [output / "results.csv", output / "results.md"]
     write_csv(rows, written[0])
     commands = list(dict.fromkeys(r["command"] for r in records if r.get("command")))
@@ -925,6 +1024,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     add("--cpus-per-run", type=float, default=1, help="CPUs per run; torch uses as many threads")
     add("--gpus-per-run", type=float, default=0, help="GPUs per run, fractions allowed (0.25: 4 runs a GPU)")
+    add("--eval-also", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE]",
+        help="also evaluate every run's last checkpoint with these acting-time settings (as `lightning_offrl "
+        "evaluate --set`), on the same episodes, e.g. --eval-also num_action_candidates=1024,candidate_selection"
+        "=softmax; one table row per setting; repeatable; finished runs get it without training again")
     add("--dry-run", action="store_true", help="check the runs and list them with their state")
     add("--report-only", action="store_true", help="only rebuild the tables and curves of --output")
     return parser

@@ -124,6 +124,23 @@ def test_sweep_writes_runs_tables_and_curves_then_skips_and_resumes(
     assert resumed["curve"] == records[1]["curve"]
     assert resumed["normalized_score"] == records[1]["normalized_score"]  # same weights, same episodes
 
+    # Finished runs evaluated again with an acting-time setting: no training, one more row each. IQL's
+    # beta only shapes training, so the same weights score the same on the same episodes.
+    before = {seed: json.loads((run_dir(output, seed) / "result.json").read_text()) for seed in SEEDS}
+    assert cli_main(sweep_args(pointgoal_file, output, "--eval-also", "beta=5.0")) == 0
+    out = capsys.readouterr().out
+    for seed in SEEDS:
+        assert f"evaluate iql_hopper pointgoal-random-v0 seed {seed} with beta=5.0" in out
+        after = json.loads((run_dir(output, seed) / "result.json").read_text())
+        assert after["attempts"] == before[seed]["attempts"] and after["curve"] == before[seed]["curve"]
+        assert after["variants"]["beta=5.0"]["normalized_score"] == pytest.approx(after["normalized_score"])
+    with open(output / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(int(r["seed"]), r["evaluated_with"]) for r in rows] == [(0, ""), (0, "beta=5.0"), (1, ""), (1, "beta=5.0")]
+    assert "evaluated with beta=5.0" in (output / "results.md").read_text()
+    assert cli_main(sweep_args(pointgoal_file, output, "--eval-also", "beta=5.0")) == 0
+    assert "evaluate" not in capsys.readouterr().out  # done once
+
     # Another budget into the same folder is refused, not mixed with the finished runs.
     args = sweep_args(pointgoal_file, output)
     args[args.index("--updates") + 1] = "30"
@@ -147,6 +164,21 @@ def test_bad_override_fails_with_one_line_before_anything_runs(
     assert cli_main([*sweep_args(pointgoal_file, output), "--set", override]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lightning_offrl: error:") and message in err and "\n" not in err
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [("no_such_arg=1", "iql_hopper has no argument no_such_arg"), (",", "needs NAME=VALUE pairs"),
+     ("beta", "expected NAME=VALUE")],
+)
+def test_bad_eval_also_fails_with_one_line_before_anything_runs(
+    setting: str, message: str, pointgoal_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "sweep"
+    assert cli_main([*sweep_args(pointgoal_file, output), "--eval-also", setting]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
     assert not output.exists()
 
 
