@@ -211,11 +211,12 @@ def test_a_cached_replica_of_another_recipe_version_is_refused_then_rebuilt(
     assert read_d4rl_attrs(rebuilt.path)["recipe_version"] == 2 and len(fake_builder) == 2
 
 
-def test_the_antmaze_recipe_is_version_2() -> None:
-    # Version 1 ran Gymnasium's Ant-v5 body: files it made must be refused, not trained on.
+def test_the_antmaze_recipe_is_version_3() -> None:
+    # Version 1 ran Gymnasium's Ant-v5 body, version 2 centred the waypoints: files they made must be
+    # refused, not trained on.
     for level in ("fixed", "diverse", "play"):
         version, note = registry.recipe_version(level)
-        assert version == 2 and "D4RL's ant" in note
+        assert version == 3 and "navigates as D4RL's collector did" in note
 
 
 def test_failed_build_leaves_no_cache_file(monkeypatch: pytest.MonkeyPatch) -> None:
