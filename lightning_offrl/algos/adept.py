@@ -210,6 +210,11 @@ class ADEPT(OfflineRLModule):
         rollout_horizon: steps per rollout ``H`` (paper: 10).
         rollout_retain_rounds: rounds of rollouts kept in the synthetic buffer (capacity
             ``rollout_starts * rollout_horizon * rollout_retain_rounds``); older ones are dropped first.
+        rollout_std_scale: the rollouts' actions are the learner's policy with its standard deviation
+            times this (1: the policy's own samples, the paper's; 0: its mean action). Needs a Gaussian
+            or tanh-Gaussian actor (IQL, SAC) when not 1.
+        synthetic_start_updates: learner updates on real data only before the first rollouts (a
+            real-data warm-up; 0: rollouts from the first update on, the paper's).
         synthetic_fraction: share of every learner batch drawn from the synthetic buffer.
         synthetic_data: ablation switch; ``false`` trains the learner on real data only (no world
             model, no rollouts): ADEPT reduces to its learner.
@@ -254,6 +259,8 @@ class ADEPT(OfflineRLModule):
         rollout_starts: int = 1024,
         rollout_horizon: int = 10,
         rollout_retain_rounds: int = 5,
+        rollout_std_scale: float = 1.0,
+        synthetic_start_updates: int = 0,
         synthetic_fraction: float = 0.5,
         synthetic_data: bool = True,
         importance_sampling: bool = True,
@@ -278,9 +285,12 @@ class ADEPT(OfflineRLModule):
             if int(value) != value or value <= 0:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
         for name, value in (("world_model_pretrain_updates", world_model_pretrain_updates),
-                            ("importance_updates", importance_updates), ("heldout_segments", heldout_segments)):
+                            ("importance_updates", importance_updates), ("heldout_segments", heldout_segments),
+                            ("synthetic_start_updates", synthetic_start_updates)):
             if int(value) != value or value < 0:
                 raise ConfigError(f"model.{name} must be a non-negative integer, got {value!r}")
+        if not rollout_std_scale >= 0.0:
+            raise ConfigError(f"model.rollout_std_scale must be at least 0, got {rollout_std_scale}")
         if not 0.0 <= synthetic_fraction < 1.0:
             raise ConfigError(f"model.synthetic_fraction must lie in [0, 1), got {synthetic_fraction}")
         if not 0.0 <= condition_dropout < 1.0:
@@ -302,6 +312,8 @@ class ADEPT(OfflineRLModule):
         self.rollout_starts = rollout_starts
         self.rollout_horizon = rollout_horizon
         self.synthetic_fraction = synthetic_fraction
+        self.rollout_std_scale = float(rollout_std_scale)
+        self.synthetic_start_updates = int(synthetic_start_updates)
         self.synthetic_data = synthetic_data
         self.importance_sampling = importance_sampling and synthetic_data
         self.weight_clip = weight_clip
@@ -317,6 +329,12 @@ class ADEPT(OfflineRLModule):
         # -- the wrapped learner
         self.learner = build_learner(learner, obs_dim, act_dim, max_updates, log_every)
         self.hparams["learner"] = learner_spec(self.learner)
+        if self.rollout_std_scale != 1.0 and not isinstance(self._learner_actor(), (GaussianActor, TanhGaussianActor)):
+            raise ConfigError(
+                f"model.rollout_std_scale={rollout_std_scale} scales a Gaussian actor's standard deviation, and "
+                f"{type(self.learner).__name__}'s actor is {type(self._learner_actor()).__name__}; use 1.0 (the "
+                "policy's own samples) or a learner with a Gaussian or tanh-Gaussian actor (IQL, SAC)"
+            )
         if self.importance_sampling and self._learner_log_prob_fn() is None:
             raise ConfigError(
                 f"ADEPT's importance weights need the density of the learner's actions, and "
@@ -390,7 +408,19 @@ class ADEPT(OfflineRLModule):
         return log_prob(obs, actions)
 
     def sample_policy_actions(self, obs: torch.Tensor) -> torch.Tensor:
-        """Rollout actions of the learner's current (stochastic) policy. ``(N, obs_dim) -> (N, act_dim)``."""
+        """Rollout actions of the learner's current (stochastic) policy. ``(N, obs_dim) -> (N, act_dim)``.
+
+        With ``rollout_std_scale`` other than 1, a Gaussian actor's draw uses its standard deviation times
+        that scale (before the tanh of a tanh-Gaussian actor).
+        """
+        actor = self._learner_actor()
+        if self.rollout_std_scale != 1.0 and isinstance(actor, (GaussianActor, TanhGaussianActor)):
+            mean, log_std = actor(obs)
+            noise = torch.randn(mean.shape, generator=self.generator, device=mean.device, dtype=mean.dtype)
+            action = mean + self.rollout_std_scale * log_std.exp() * noise
+            if isinstance(actor, TanhGaussianActor):
+                action = torch.tanh(action)
+            return action.clamp(-1.0, 1.0)
         own = getattr(self.learner, "sample_actions", None)
         if callable(own):
             return own(obs)
@@ -738,6 +768,8 @@ class ADEPT(OfflineRLModule):
         """
         if not self.needs_world_model:
             return
+        if int(self.num_updates) < self.synthetic_start_updates:
+            return  # the real-data warm-up: no rollouts, no importance-sampled updates yet
         current_round = int(self.num_updates) // self.round_updates
         if self.importance_sampling and int(self.importance_rounds) < current_round:
             metrics: dict[str, torch.Tensor] = {}

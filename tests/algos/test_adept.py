@@ -366,3 +366,50 @@ def test_no_heldout_rows_without_whole_segments() -> None:
     short = tiny_adept(2, 2, 10, heldout_segments=4)
     short.attach_dataset(chained_buffer(episodes=30, length=5))  # no episode holds 10 rows
     assert short._training_rows is None and short.world_model_diagnostics() == {}
+
+
+# ----------------------------------------------------------------------------- recipe knobs
+@pytest.mark.parametrize("learner", ["iql", "sac"])
+def test_rollout_std_scale_narrows_the_rollout_policy(learner: str) -> None:
+    obs = torch.rand(4000, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    spreads = {}
+    for scale in (1.0, 0.5, 0.0):
+        module = tiny_adept(3, 2, 10, learner, rollout_std_scale=scale, sampling_seed=1)
+        torch.manual_seed(0)
+        module.learner.load_state_dict(tiny_adept(3, 2, 10, learner).learner.state_dict())
+        if learner == "iql":
+            module.learner.actor.log_std.data.fill_(-1.5)  # std 0.22: few draws reach the [-1, 1] clip
+        actions = module.sample_policy_actions(obs)
+        mean = module.learner.policy(obs)
+        spreads[scale] = (actions - mean).std().item()
+        if scale == 0.0:  # the policy's own mean action (tanh of the mean for SAC's tanh-Gaussian)
+            torch.testing.assert_close(actions, mean.clamp(-1, 1))
+    if learner == "iql":
+        assert spreads[0.5] == pytest.approx(0.5 * spreads[1.0], rel=0.15)
+    assert spreads[1.0] > spreads[0.5] > spreads[0.0] == 0.0
+
+
+def test_synthetic_start_updates_delays_the_first_rollouts(pointgoal_file: Path, tmp_path: Path) -> None:
+    module = tiny_adept(2, 2, 20, "iql", synthetic_start_updates=10)
+    calls: list[int] = []
+    generate = module.generate_rollouts
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        calls.append(int(module.num_updates))
+        return generate(*args, **kwargs)
+
+    module.generate_rollouts = counted  # type: ignore[method-assign]
+    fit(module, small_datamodule(pointgoal_file), tmp_path)
+    # rounds of 8 updates: no rollouts during the first 10 updates, then at 10 (round 1) and 16 (round 2)
+    assert calls == [10, 16]
+    assert int(module.rollout_rounds) == 3 and int(module.importance_rounds) == 2
+
+
+def test_rollout_std_scale_needs_a_gaussian_actor() -> None:
+    with pytest.raises(ConfigError, match="rollout_std_scale"):
+        ADEPT(2, 2, learner={"class_path": "lightning_offrl.algos.BC", "init_args": {}}, rollout_std_scale=0.5,
+              importance_sampling=False)
+    with pytest.raises(ConfigError, match="rollout_std_scale must be at least 0"):
+        tiny_adept(2, 2, 10, rollout_std_scale=-1.0)
+    with pytest.raises(ConfigError, match="synthetic_start_updates"):
+        tiny_adept(2, 2, 10, synthetic_start_updates=-5)
