@@ -659,8 +659,16 @@ def _run_on_ray(
     prepare_task = ray.remote(max_calls=1)(prepare_data).options(num_cpus=args.cpus_per_run)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
+    # The handler only notes the signal: raising from it would surface inside Ray's C calls as a
+    # SystemError instead of the SweepStopped below; the loop checks the note between Ray calls.
+    received: list[int] = []
+
     def stop(signum: int, frame: Any) -> None:
-        raise SweepStopped(signum)
+        received.append(signum)
+
+    def check_stop() -> None:
+        if received:
+            raise SweepStopped(received[0])
 
     for sig in previous:
         signal.signal(sig, stop)
@@ -670,6 +678,7 @@ def _run_on_ray(
     try:
         prepared: dict[str, Any] = {}
         for spec in todo:
+            check_stop()
             state, record = run_state(spec)
             if state == EVALUATE:
                 print(f"evaluate {spec.name} with {'; '.join(missing_variants(spec, record))} "
@@ -688,6 +697,7 @@ def _run_on_ray(
             # The data's ObjectRef as an argument: Ray starts the run once the data is ready.
             pending[run_task.remote(spec, threads, *prepared[key], command)] = spec
         while pending:
+            check_stop()
             # A bounded wait: Python runs the signal handlers only between calls, not inside Ray's wait.
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in done:

@@ -211,3 +211,39 @@ def test_history_csv_renders_the_results_table() -> None:
     table = text.split("<!-- results-table -->\n", 1)[1].split("\n<!-- /results-table -->", 1)[0]
     assert render_table(read_csv(docs / "results" / "results.csv")) == table
     assert table.count("\n") > 50  # the whole table, not an empty match
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sigterm_stops_the_sweep_gracefully(pointgoal_file: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    output = tmp_path / "sweep"
+    args = sweep_args(pointgoal_file, output)
+    args[args.index("--updates") + 1] = "3000"
+    args[args.index("--seeds") + 1: args.index("--seeds") + 3] = ["0"]
+    command = [sys.executable, "-c", "import sys; from lightning_offrl.cli import main; sys.exit(main(sys.argv[1:]))",
+               *args, "--num-cpus", "1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:  # wait until the run is training: its first checkpoint is written
+        lines.append(line)
+        if line.startswith("start iql_hopper"):
+            break
+    deadline = time.monotonic() + 300
+    while not (run_dir(output, 0) / "checkpoints" / "last.ckpt").is_file():
+        assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    rest, _ = process.communicate(timeout=120)
+    out = "".join(lines) + rest
+    assert process.returncode == 128 + signal.SIGTERM, out
+    assert "stopping: cancelling 1 run(s)" in out and "Traceback" not in out
+    record = json.loads((run_dir(output, 0) / "result.json").read_text())
+    assert record["status"] == "interrupted"
