@@ -224,7 +224,7 @@ def test_sigterm_stops_the_sweep_gracefully(pointgoal_file: Path, tmp_path: Path
 
     output = tmp_path / "sweep"
     args = sweep_args(pointgoal_file, output)
-    args[args.index("--updates") + 1] = "3000"
+    args[args.index("--updates") + 1] = "200000"  # far more than it can reach before the signal
     args[args.index("--seeds") + 1: args.index("--seeds") + 3] = ["0"]
     command = [sys.executable, "-c", "import sys; from lightning_offrl.cli import main; sys.exit(main(sys.argv[1:]))",
                *args, "--num-cpus", "1"]
