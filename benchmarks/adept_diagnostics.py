@@ -43,10 +43,6 @@ def scalar_series(run_dir: Path) -> dict[str, dict[int, float]]:
     return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
 
 
-def scalars(run_dir: Path) -> dict[str, list[float]]:
-    return {tag: list(series.values()) for tag, series in scalar_series(run_dir).items()}
-
-
 ROUND_COLUMNS = (
     ("state err 1", "train/diagnostics/state_rmse_1", "{:.3f}"),
     ("no-change err 1", "train/diagnostics/state_rmse_1_unchanged", "{:.3f}"),

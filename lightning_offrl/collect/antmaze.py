@@ -604,7 +604,6 @@ class AntNavigator:
         self.planner = planner
         self.style = style
         self.rng = rng if rng is not None else np.random.default_rng(0)
-        self._distances: dict[Cell, dict[Cell, int]] = {}
 
     def d4rl_cell(self, xy: np.ndarray) -> Cell:
         """D4RL's ``_xy_to_rowcol``: ``(int(1 + max(y, 1e-4) / size), int(1 + max(x, 1e-4) / size))`` for
@@ -614,27 +613,13 @@ class AntNavigator:
         x, y = max(float(xy[0]), 1e-4), max(float(xy[1]), 1e-4)
         return int((y - origin[1]) / geometry.cell_size), int((x - origin[0]) / geometry.cell_size)
 
-    def _cell_distances(self, goal: Cell) -> dict[Cell, int]:
-        """Breadth-first path lengths (in moves) from every free cell to ``goal``."""
-        if goal not in self._distances:
-            distances, frontier = {goal: 0}, [goal]
-            while frontier:
-                following = []
-                for row, col in frontier:
-                    for d_row, d_col in ((0, -1), (0, 1), (1, 0), (-1, 0)):  # D4RL's left, right, down, up
-                        cell = (row + d_row, col + d_col)
-                        if cell not in distances and self.task.maze.is_free(cell):
-                            distances[cell] = distances[(row, col)] + 1
-                            following.append(cell)
-                frontier = following
-            self._distances[goal] = distances
-        return self._distances[goal]
-
     def _d4rl_next_cell(self, cell: Cell, goal: Cell) -> Cell:
         if cell == goal:
             return goal
-        distances = self._cell_distances(goal)
+        distances = self.planner.distances(goal)
         row, col = cell
+        # D4RL's breadth-first search from the goal returns the free neighbour of the robot's cell (which
+        # may be a wall cell) nearest the goal
         neighbours = [(row + d_row, col + d_col) for d_row, d_col in ((0, -1), (0, 1), (1, 0), (-1, 0))]
         reachable = [c for c in neighbours if c in distances]
         if not reachable:  # deep inside a wall block (D4RL raised here): fall back to the nearest free cell

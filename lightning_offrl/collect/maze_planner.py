@@ -46,6 +46,7 @@ class GridPlanner:
         ]
         self.successor = np.array(successor, dtype=np.int64).reshape(len(self.cells), len(MOVES))
         self._q_cache: dict[Cell, np.ndarray] = {}
+        self._distance_cache: dict[Cell, dict[Cell, int]] = {}
 
     def _state(self, cell: Cell) -> int:
         cell = (int(cell[0]), int(cell[1]))
@@ -69,6 +70,23 @@ class GridPlanner:
                 values = new_values
             self._q_cache[goal] = q
         return self._q_cache[goal]
+
+    def distances(self, goal: Cell) -> dict[Cell, int]:
+        """Shortest path lengths in moves from every free cell that can reach ``goal`` (breadth-first
+        over the same moves; ``goal`` itself is 0)."""
+        goal = (int(goal[0]), int(goal[1]))
+        if goal not in self._distance_cache:
+            goal_state = self._state(goal)
+            steps = np.full(len(self.cells), -1, dtype=np.int64)
+            steps[goal_state] = 0
+            frontier = [goal_state]
+            while frontier:
+                # the states one move from the frontier that have no length yet (moves are symmetric)
+                following = [int(s) for s in np.unique(self.successor[frontier]) if steps[s] < 0]
+                steps[following] = steps[frontier[0]] + 1
+                frontier = following
+            self._distance_cache[goal] = {self.cells[s]: int(n) for s, n in enumerate(steps) if n >= 0}
+        return self._distance_cache[goal]
 
     def next_cell(self, cell: Cell, goal: Cell) -> Cell:
         """The neighbour of ``cell`` on a shortest path to ``goal`` (``goal`` itself when there).

@@ -41,6 +41,7 @@ def test_paths_lead_from_every_start_to_every_goal_by_a_shortest_route(domain: s
                 assert maze.is_free(cell)
                 assert abs(cell[0] - previous[0]) + abs(cell[1] - previous[1]) == 1
                 previous = cell
+        assert planner.distances(goal) == distances
 
 
 def test_values_are_discounted_distances() -> None:
