@@ -38,17 +38,23 @@ class ExpectileCriticLosses:
     expectile: float
     gamma: float
 
-    def value_loss(self, batch: Batch, target_q: torch.Tensor | None = None) -> torch.Tensor:
-        """Expectile regression of ``V(s)`` to ``min_i Q_target,i(s, a)`` (``target_q``, computed if None)."""
+    def value_loss(
+        self, batch: Batch, target_q: torch.Tensor | None = None, value: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Expectile regression of ``V(s)`` to ``min_i Q_target,i(s, a)`` (``target_q``, computed if None;
+        ``value``: ``V(s)`` with its graph, computed if None)."""
         if target_q is None:
             with torch.no_grad():
                 target_q = self.critic_target.min(batch.observations, batch.actions)
-        return expectile_loss(target_q - self.value(batch.observations), self.expectile)
+        if value is None:
+            value = self.value(batch.observations)
+        return expectile_loss(target_q - value, self.expectile)
 
-    def critic_loss(self, batch: Batch) -> torch.Tensor:
-        """Both Q members regress to ``r + gamma (1 - d) V(s')``."""
-        with torch.no_grad():
-            next_v = self.value(batch.next_observations)
+    def critic_loss(self, batch: Batch, next_v: torch.Tensor | None = None) -> torch.Tensor:
+        """Both Q members regress to ``r + gamma (1 - d) V(s')`` (``next_v``: ``V(s')``, computed if None)."""
+        if next_v is None:
+            with torch.no_grad():
+                next_v = self.value(batch.next_observations)
         target = td_target(batch.rewards, batch.terminals, next_v, self.gamma)
         return ensemble_mse(self.critic(batch.observations, batch.actions), target)
 
@@ -71,6 +77,10 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
         deterministic_actor: a deterministic ``tanh`` actor whose advantage-weighted loss is the squared
             error to the dataset action (CORL's ``iql_deterministic``) instead of the Gaussian actor's
             negative log-likelihood. Both act with the same kind of output (the Gaussian's mean).
+        targets_from_updated_value: which ``V`` the actor's advantage ``Q - V(s)`` and Q's target
+            ``r + gamma V(s')`` use within one update. True: ``V`` after this update's value step (the
+            paper's JAX code); False: ``V`` before it, read in the same pass as the value loss (CORL's
+            single-file IQL).
         cosine_actor_lr: decay the actor's learning rate to 0 over ``max_updates`` (paper's choice).
         optimizer: factory for every network's optimizer (default Adam, lr 3e-4).
         max_updates: budget in updates.
@@ -89,6 +99,7 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
         max_weight: float = 100.0,
         actor_dropout: float = 0.0,
         deterministic_actor: bool = False,
+        targets_from_updated_value: bool = True,
         cosine_actor_lr: bool = True,
         optimizer: OptimizerFactory | None = None,
         max_updates: int = 1_000_000,
@@ -101,6 +112,7 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
         self.expectile = expectile
         self.beta = beta
         self.max_weight = max_weight
+        self.targets_from_updated_value = targets_from_updated_value
         self.cosine_actor_lr = cosine_actor_lr
         self.optimizer_factory = optimizer
 
@@ -116,9 +128,11 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
 
     # ------------------------------------------------------------------------------ losses
     def actor_loss(
-        self, batch: Batch, target_q: torch.Tensor | None = None
+        self, batch: Batch, target_q: torch.Tensor | None = None, value: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Advantage-weighted regression (eq. 7) with ``A = min_i Q_target,i(s, a) - V(s)``.
+
+        ``target_q`` and ``value`` (``V(s)``, without gradient) are computed when None.
 
         Returns:
             ``(loss, mean advantage, weights)``, the weights ``(B,)`` without gradient.
@@ -126,7 +140,9 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
         with torch.no_grad():
             if target_q is None:
                 target_q = self.critic_target.min(batch.observations, batch.actions)
-            advantage = target_q - self.value(batch.observations)
+            if value is None:
+                value = self.value(batch.observations)
+            advantage = target_q - value
         weights = advantage_weights(advantage, self.beta, self.max_weight)
         if isinstance(self.actor, DeterministicActor):
             error = (self.actor(batch.observations) - batch.actions).pow(2).sum(dim=-1)
@@ -140,16 +156,20 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
         # The target critic only moves after the Q step, so V's and the actor's targets share one pass.
         with torch.no_grad():
             target_q = self.critic_target.min(batch.observations, batch.actions)
-        value_loss = self.value_loss(batch, target_q)
+            next_v = None if self.targets_from_updated_value else self.value(batch.next_observations)
+        value = self.value(batch.observations)
+        value_loss = self.value_loss(batch, target_q, value)
         self.optimizer_step_on(value_opt, value_loss)
 
-        # The advantage uses the V just updated, as in the paper's code.
-        actor_loss, advantage, weights = self.actor_loss(batch, target_q)
+        # The advantage and Q's target use V after its step (the paper's code) or before it (CORL's).
+        actor_loss, advantage, weights = self.actor_loss(
+            batch, target_q, None if self.targets_from_updated_value else value.detach()
+        )
         self.optimizer_step_on(actor_opt, actor_loss)
         if self.cosine_actor_lr:
             self.lr_schedulers().step()
 
-        critic_loss = self.critic_loss(batch)
+        critic_loss = self.critic_loss(batch, next_v)
         self.optimizer_step_on(critic_opt, critic_loss)
         polyak_update(self.critic_target, self.critic, self.tau)
         return {

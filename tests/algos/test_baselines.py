@@ -107,3 +107,39 @@ def test_deterministic_iql_actor_loss_is_the_advantage_weighted_squared_error() 
         expected = (weights * (module.actor(batch.observations) - batch.actions).pow(2).sum(-1)).mean()
     torch.testing.assert_close(module.actor_loss(batch)[0], expected)
     assert torch.equal(module.policy(batch.observations), module.actor(batch.observations))
+
+
+@pytest.mark.parametrize("updated", [True, False])
+def test_iql_targets_use_the_value_before_or_after_its_step(updated: bool, monkeypatch) -> None:
+    # One update by hand: the actor's advantage and Q's target read V after the value step (paper's
+    # code) or before it (CORL's). A large value learning rate makes the two clearly different.
+    torch.manual_seed(0)
+    module = IQL(3, 2, max_updates=10, cosine_actor_lr=False, targets_from_updated_value=updated,
+                 optimizer=lambda p: torch.optim.SGD(p, lr=0.5), **SMALL)
+    opts = module.configure_optimizers()
+    monkeypatch.setattr(module, "optimizers", lambda: opts)
+    monkeypatch.setattr(module, "manual_backward", lambda loss: loss.backward())
+    batch = _batch()
+    with torch.no_grad():
+        target_q = module.critic_target.min(batch.observations, batch.actions)
+        v_before, next_v_before = module.value(batch.observations), module.value(batch.next_observations)
+    seen = {}
+    actor_loss, critic_loss = module.actor_loss, module.critic_loss
+
+    def spy_actor(b, tq=None, value=None):
+        seen["advantage"] = (tq - (module.value(b.observations) if value is None else value)).detach()
+        return actor_loss(b, tq, value)
+
+    def spy_critic(b, next_v=None):
+        seen["next_v"] = module.value(b.next_observations).detach() if next_v is None else next_v
+        return critic_loss(b, next_v)
+
+    monkeypatch.setattr(module, "actor_loss", spy_actor)
+    monkeypatch.setattr(module, "critic_loss", spy_critic)
+    module.update(batch)
+    with torch.no_grad():
+        v_after, next_v_after = module.value(batch.observations), module.value(batch.next_observations)
+    assert not torch.allclose(v_before, v_after)
+    expected_v, expected_next_v = (v_after, next_v_after) if updated else (v_before, next_v_before)
+    torch.testing.assert_close(seen["advantage"], target_q - expected_v)
+    torch.testing.assert_close(seen["next_v"], expected_next_v)
