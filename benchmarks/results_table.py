@@ -11,6 +11,9 @@ a sweep's ``results.md`` show runs the same way.
     python benchmarks/results_table.py --import-jsonl docs/results/runs.jsonl
     python benchmarks/results_table.py      # render the table again from the CSV
 
+Rows with an in-training curve (the ``curve`` column) are also plotted, one panel per dataset, into
+``docs/results/curves.png`` (mean ± s.e. over seeds per config and overrides).
+
 Nothing is measured here; every value is copied (former records' training seconds become minutes).
 """
 
@@ -21,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lightning_offrl.sweep import FINISHED, read_csv, render_table, write_csv
+from lightning_offrl.sweep import FINISHED, aggregate_curves, parse_curve, plot_curves, read_csv, render_table, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results-table -->", "<!-- /results-table -->"
@@ -60,6 +63,7 @@ def main() -> None:
     parser.add_argument("--import-jsonl", type=Path, default=None, help="records of the former results script")
     parser.add_argument("--csv", type=Path, default=ROOT / "docs" / "results" / "results.csv")
     parser.add_argument("--table", type=Path, default=ROOT / "docs" / "results.md")
+    parser.add_argument("--curves", type=Path, default=ROOT / "docs" / "results" / "curves.png")
     args = parser.parse_args()
 
     rows: list[dict[str, Any]] = list(read_csv(args.csv)) if args.csv.is_file() else []
@@ -93,6 +97,14 @@ def main() -> None:
     _, tail = rest.split(END, 1)
     args.table.write_text(f"{head}{START}\n{render_table(rows)}\n{END}{tail}")
     print(f"{len(rows)} rows in {args.csv}; table rendered in {args.table}")
+    curves = aggregate_curves([
+        {**row, "seed": int(row["seed"]), "overrides": (row.get("overrides") or "").split(),
+         "curve": parse_curve(row.get("curve"))}
+        for row in rows if not row.get("evaluated_with")
+    ])
+    if curves:
+        plot_curves(curves, args.curves)
+        print(f"curves of {sum(len(m) for m in curves.values())} config(s) on {len(curves)} dataset(s) in {args.curves}")
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ DATA_ENV_VARS = ("LIGHTNING_OFFRL_CACHE", "D4RL_DATASET_DIR", "MINARI_DATASETS_P
                  "MUJOCO_GL")
 CSV_COLUMNS = ("config", "dataset", "seed", "status", "normalized_score", "normalized_score_se", "return",
                "updates", "episodes", "eval_seed", "overrides", "evaluated_with", "train_minutes",
-               "hardware", "replica", "checkpoint", "log")
+               "hardware", "replica", "checkpoint", "log", "curve")
 
 log = logging.getLogger(__name__)
 
@@ -821,7 +821,32 @@ def record_to_row(record: dict[str, Any]) -> dict[str, Any]:
         "hardware": record.get("hardware", ""), "replica": record.get("replica", ""),
         "checkpoint": record.get("checkpoint", f"{run_dir}/{LAST_CHECKPOINT}"),
         "log": record.get("log", f"{run_dir}/{LOG_FILE}"),
+        "curve": format_curve(record.get("curve") or []),
     }
+
+
+def format_curve(points: Sequence[Sequence[float]]) -> str:
+    """``[[5000, 45.415], [10000, 47.9]]`` -> ``"5000:45.415 10000:47.9"`` (the CSV's ``curve`` cell)."""
+    return " ".join(f"{int(update)}:{float(score):g}" for update, score in points)
+
+
+def parse_curve(text: str | None) -> list[list[float]]:
+    """The inverse of :func:`format_curve`; an empty or missing cell is no curve.
+
+    Raises:
+        OffRLError: a malformed cell (names it and the expected ``UPDATE:SCORE ...`` form).
+    """
+    points = []
+    for item in (text or "").split():
+        update, sep, score = item.partition(":")
+        try:
+            if not sep:
+                raise ValueError(item)
+            points.append([int(update), float(score)])
+        except ValueError:
+            raise OffRLError(f"curve cell {text!r}: expected space-separated UPDATE:SCORE pairs, "
+                             f"e.g. '5000:45.4 10000:47.9'") from None
+    return points
 
 
 def record_to_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -830,9 +855,10 @@ def record_to_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [row]
     for variant, result in (record.get("variants") or {}).items():
         if "normalized_score" in result:
+            # An --eval-also setting evaluates the last checkpoint only: the curve is the training's.
             rows.append({**row, "normalized_score": result["normalized_score"],
                          "normalized_score_se": result.get("normalized_score_se"),
-                         "return": result.get("return"), "evaluated_with": variant})
+                         "return": result.get("return"), "evaluated_with": variant, "curve": ""})
     return rows
 
 
@@ -865,7 +891,8 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
     """The Markdown table of finished rows: per dataset x config x settings, mean ± s.e. over seeds.
 
     The standard error (:func:`standard_error`) is over the seeds' final scores; train minutes are
-    the mean per run, with the hardware named when it is not the CPU.
+    the mean per run, with the hardware named when it is not the CPU; the curve is the in-training
+    evaluations' mean over the seeds that have one (:func:`curve_summary`), ``-`` where no run has.
     """
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
@@ -878,8 +905,8 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
         groups[(row["dataset"], row["config"], int(row["updates"]), settings, hardware)].append(row)
     lines = [
         "| dataset | config | overrides | updates | seeds | normalized score (mean ± s.e. over seeds) "
-        "| per seed | train min/run |",
-        "|---|---|---|---|---|---|---|---|",
+        "| per seed | train min/run | curve (in-training evaluations, mean over seeds) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for (dataset, config, updates, settings, hardware), group in sorted(groups.items()):
         group = sorted(group, key=lambda r: int(r["seed"]))
@@ -893,8 +920,33 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
         where = "" if hardware == "cpu" else f" ({hardware})"
         replica = " (replica)" if _truthy(group[0].get("replica")) else ""
         lines.append(f"| {dataset}{replica} | {config} | {settings or '-'} | {updates:,} | {len(scores)} | "
-                     f"{summary} | {', '.join(f'{s:.1f}' for s in scores)} | {minutes:.1f}{where} |")
+                     f"{summary} | {', '.join(f'{s:.1f}' for s in scores)} | {minutes:.1f}{where} | "
+                     f"{curve_summary([parse_curve(r.get('curve')) for r in group])} |")
     return "\n".join(lines)
+
+
+def curve_summary(curves: Sequence[Sequence[Sequence[float]]], max_points: int = 8) -> str:
+    """``"5k 45.4, 10k 47.9, ..."``: the mean score over the curves that hold each update.
+
+    With more than ``max_points`` updates, every k-th is shown (k the smallest that fits), the last
+    always; no points gives ``-``.
+    """
+    at: dict[int, list[float]] = defaultdict(list)
+    for curve in curves:
+        for update, score in curve:
+            at[int(update)].append(float(score))
+    if not at:
+        return "-"
+    updates = sorted(at)
+    step = math.ceil(len(updates) / max_points)
+    shown = updates[step - 1 :: step]
+    if shown[-1] != updates[-1]:
+        shown = shown + [updates[-1]] if len(shown) < max_points else shown[:-1] + [updates[-1]]
+
+    def label(update: int) -> str:
+        return f"{update // 1000}k" if update % 1000 == 0 else f"{update:,}"
+
+    return ", ".join(f"{label(u)} {sum(at[u]) / len(at[u]):.1f}" for u in shown)
 
 
 def aggregate_curves(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -1080,5 +1132,6 @@ def main(argv: Sequence[str]) -> int:
     return run_sweep(plan, args, command)
 
 
-__all__ = ["RunSpec", "aggregate_curves", "execute_run", "main", "plan_sweep", "read_csv", "render_table",
+__all__ = ["RunSpec", "aggregate_curves", "curve_summary", "execute_run", "format_curve", "main", "parse_curve",
+           "plan_sweep", "read_csv", "render_table",
            "start_local_ray", "write_csv", "write_report"]

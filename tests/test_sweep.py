@@ -13,7 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_offrl.cli import main as cli_main
 from lightning_offrl.evaluate import main as evaluate_main
-from lightning_offrl.sweep import start_local_ray
+from lightning_offrl.errors import OffRLError
+from lightning_offrl.sweep import curve_summary, format_curve, parse_curve, start_local_ray
 
 SEEDS = (0, 1)
 UPDATES = 20
@@ -78,6 +79,8 @@ def test_sweep_writes_runs_tables_and_curves_then_skips_and_resumes(
     assert [(r["config"], r["dataset"], int(r["seed"]), r["status"]) for r in rows] == [
         ("iql_hopper", "pointgoal-random-v0", seed, "finished") for seed in SEEDS]
     assert [float(r["normalized_score"]) for r in rows] == [records[s]["normalized_score"] for s in SEEDS]
+    # The in-training curve travels with the row (docs/results keeps it when the sweep folder is gone).
+    assert [parse_curve(r["curve"]) for r in rows] == [records[s]["curve"] for s in SEEDS]
 
     scores = [records[s]["normalized_score"] for s in SEEDS]
     mean, se = sum(scores) / 2, abs(scores[0] - scores[1]) / 2  # s.e. of two values: |a - b| / 2
@@ -200,6 +203,23 @@ def test_unknown_config_and_dataset_are_named(tmp_path: Path, capsys: pytest.Cap
     assert "unknown config 'iql_hoper'" in capsys.readouterr().err
     assert cli_main([*base, "--configs", "iql_hopper", "--datasets", "hopper-mediun-v2"]) == 2
     assert "did you mean hopper-medium-v2" in capsys.readouterr().err
+
+
+def test_curve_cells_round_trip_and_summarise() -> None:
+    curve = [[5000, 45.415], [10000, 47.9], [15000, -2.0]]
+    assert format_curve(curve) == "5000:45.415 10000:47.9 15000:-2"
+    assert parse_curve(format_curve(curve)) == curve
+    assert parse_curve("") == [] and parse_curve(None) == []
+    with pytest.raises(OffRLError, match="UPDATE:SCORE"):
+        parse_curve("5000:45 10000")
+    with pytest.raises(OffRLError, match="UPDATE:SCORE"):
+        parse_curve("5k:45")
+    # Mean over the seeds holding each update; a seed that stopped early counts where it has points.
+    assert curve_summary([[[5000, 40.0], [10000, 50.0]], [[5000, 60.0]]]) == "5k 50.0, 10k 50.0"
+    assert curve_summary([]) == "-"
+    many = [[[1000 * i, float(i)] for i in range(1, 31)]]
+    summary = curve_summary(many, max_points=8)
+    assert summary.startswith("4k 4.0, 8k 8.0") and summary.endswith("30k 30.0") and summary.count(",") == 7
 
 
 def test_history_csv_renders_the_results_table() -> None:

@@ -213,6 +213,14 @@ class ADEPT(OfflineRLModule):
         rollout_std_scale: the rollouts' actions are the learner's policy with its standard deviation
             times this (1: the policy's own samples, the paper's; 0: its mean action). Needs a Gaussian
             or tanh-Gaussian actor (IQL, SAC) when not 1.
+        uncertainty_samples: next states the world model draws per rollout step for the same ``(s, a)``;
+            their spread is the rollout's uncertainty ``u`` (the Euclidean norm of the per-dimension
+            standard deviation, in the model's standardised units), logged as
+            ``rollout/mean_uncertainty``. 1 (default, the paper's): one draw, no uncertainty measured.
+            Not in the paper; this project's option, in the spirit of MOPO's penalty.
+        uncertainty_penalty: ``lambda`` of the penalised synthetic reward ``r - lambda u`` (rewards in
+            the learner's units); 0 (default, the paper's) leaves rewards as predicted. Needs
+            ``uncertainty_samples`` >= 2.
         synthetic_start_updates: learner updates on real data only before the first rollouts (a
             real-data warm-up; 0: rollouts from the first update on, the paper's).
         synthetic_fraction: share of every learner batch drawn from the synthetic buffer.
@@ -260,6 +268,8 @@ class ADEPT(OfflineRLModule):
         rollout_horizon: int = 10,
         rollout_retain_rounds: int = 5,
         rollout_std_scale: float = 1.0,
+        uncertainty_samples: int = 1,
+        uncertainty_penalty: float = 0.0,
         synthetic_start_updates: int = 0,
         synthetic_fraction: float = 0.5,
         synthetic_data: bool = True,
@@ -279,7 +289,7 @@ class ADEPT(OfflineRLModule):
             "hidden_dim": hidden_dim, "depth": depth, "diffusion_steps": diffusion_steps,
             "world_model_batch_size": world_model_batch_size, "round_updates": round_updates,
             "rollout_starts": rollout_starts, "rollout_horizon": rollout_horizon,
-            "rollout_retain_rounds": rollout_retain_rounds,
+            "rollout_retain_rounds": rollout_retain_rounds, "uncertainty_samples": uncertainty_samples,
         }
         for name, value in positive.items():
             if int(value) != value or value <= 0:
@@ -293,6 +303,13 @@ class ADEPT(OfflineRLModule):
             raise ConfigError(f"model.rollout_std_scale must be at least 0, got {rollout_std_scale}")
         if not 0.0 <= synthetic_fraction < 1.0:
             raise ConfigError(f"model.synthetic_fraction must lie in [0, 1), got {synthetic_fraction}")
+        if not uncertainty_penalty >= 0.0:
+            raise ConfigError(f"model.uncertainty_penalty must be at least 0, got {uncertainty_penalty}")
+        if uncertainty_penalty > 0.0 and uncertainty_samples < 2:
+            raise ConfigError(
+                f"model.uncertainty_penalty={uncertainty_penalty} needs a spread of next states: set "
+                f"model.uncertainty_samples to 2 or more (got {uncertainty_samples}), or the penalty to 0"
+            )
         if not 0.0 <= condition_dropout < 1.0:
             raise ConfigError(f"model.condition_dropout must lie in [0, 1), got {condition_dropout}")
         if weight_clip is not None and weight_clip <= 0.0:
@@ -313,6 +330,8 @@ class ADEPT(OfflineRLModule):
         self.rollout_horizon = rollout_horizon
         self.synthetic_fraction = synthetic_fraction
         self.rollout_std_scale = float(rollout_std_scale)
+        self.uncertainty_samples = int(uncertainty_samples)
+        self.uncertainty_penalty = float(uncertainty_penalty)
         self.synthetic_start_updates = int(synthetic_start_updates)
         self.synthetic_data = synthetic_data
         self.importance_sampling = importance_sampling and synthetic_data
@@ -699,6 +718,27 @@ class ADEPT(OfflineRLModule):
         return self.next_obs_from_x0(obs, x0)
 
     @torch.no_grad()
+    def sample_next_observations_with_uncertainty(
+        self, obs: torch.Tensor, actions: torch.Tensor, samples: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``samples`` draws of ``s'`` for every ``(s, a)`` in one batch: the first draw and the spread.
+
+        Returns:
+            ``(next_obs (N, obs_dim), uncertainty (N,))``, the uncertainty the norm of the draws'
+            per-dimension standard deviation in the model's standardised units (before clipping to
+            the state range).
+        """
+        n = obs.shape[0]
+        condition = torch.cat([obs, actions], dim=-1).repeat(samples, 1)
+        eps_fn = classifier_free_eps_fn(self.denoiser, condition, self.guidance_weight)
+        noise = torch.randn((samples * n, obs.shape[1]), device=obs.device, dtype=obs.dtype, generator=self.generator)
+        x0 = self.diffusion.sample(
+            eps_fn, noise, sampler="ddpm", clip=(self.target_low, self.target_high), generator=self.generator
+        ).view(samples, n, -1)
+        uncertainty = x0.std(dim=0).norm(dim=-1)
+        return self.next_obs_from_x0(obs, x0[0]), uncertainty
+
+    @torch.no_grad()
     def predict_reward_terminal(
         self, obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -729,11 +769,19 @@ class ADEPT(OfflineRLModule):
         self.learner.eval()  # deterministic layers (dropout) while acting
         try:
             obs = self.sample_real(num_starts).observations
-            transitions, reward_sum = 0, obs.new_zeros(())
+            transitions, reward_sum, uncertainty_sum = 0, obs.new_zeros(()), obs.new_zeros(())
             for _ in range(horizon):
                 actions = self.sample_policy_actions(obs)
-                next_obs = self.sample_next_observations(obs, actions)
+                if self.uncertainty_samples > 1:
+                    next_obs, uncertainty = self.sample_next_observations_with_uncertainty(
+                        obs, actions, self.uncertainty_samples
+                    )
+                    uncertainty_sum = uncertainty_sum + uncertainty.sum()
+                else:
+                    next_obs, uncertainty = self.sample_next_observations(obs, actions), None
                 rewards, terminals = self.predict_reward_terminal(obs, actions, next_obs)
+                if uncertainty is not None and self.uncertainty_penalty > 0.0:
+                    rewards = rewards - self.uncertainty_penalty * uncertainty
                 self.rollout_buffer.add(Batch(obs, actions, rewards, next_obs, terminals.to(obs.dtype)))
                 transitions += obs.shape[0]
                 reward_sum = reward_sum + rewards.sum()
@@ -743,11 +791,14 @@ class ADEPT(OfflineRLModule):
         finally:
             self.learner.train(was_training)
         count = torch.tensor(float(transitions), device=reward_sum.device)
-        return {
+        metrics = {
             "rollout/transitions": count,
             "rollout/mean_length": count / num_starts,
-            "rollout/mean_reward": reward_sum / count.clamp(min=1.0),
+            "rollout/mean_reward": reward_sum / count.clamp(min=1.0),  # after any uncertainty penalty
         }
+        if self.uncertainty_samples > 1:
+            metrics["rollout/mean_uncertainty"] = uncertainty_sum / count.clamp(min=1.0)
+        return metrics
 
     # ================================================================== phases and the loop
     @property

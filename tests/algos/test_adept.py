@@ -413,3 +413,54 @@ def test_rollout_std_scale_needs_a_gaussian_actor() -> None:
         tiny_adept(2, 2, 10, rollout_std_scale=-1.0)
     with pytest.raises(ConfigError, match="synthetic_start_updates"):
         tiny_adept(2, 2, 10, synthetic_start_updates=-5)
+
+
+def test_uncertainty_penalty_lowers_synthetic_rewards_by_the_draws_spread() -> None:
+    torch.manual_seed(0)
+    module = tiny_adept(3, 2, 10, "sac", uncertainty_samples=4, uncertainty_penalty=0.5)
+    module.attach_dataset(uniform_buffer(500, 3, 2))
+    seen: list[tuple[torch.Tensor, ...]] = []
+    draw = module.sample_next_observations_with_uncertainty
+
+    def spy(obs: torch.Tensor, actions: torch.Tensor, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        assert samples == 4
+        next_obs, uncertainty = draw(obs, actions, samples)
+        seen.append((obs, actions, next_obs, uncertainty))
+        return next_obs, uncertainty
+
+    module.sample_next_observations_with_uncertainty = spy  # type: ignore[method-assign]
+    stats = module.generate_rollouts(num_starts=16, horizon=1)
+    (obs, actions, next_obs, uncertainty), = seen
+    assert (uncertainty > 0).all()  # an untrained denoiser's draws disagree
+    predicted, _ = module.predict_reward_terminal(obs, actions, next_obs)
+    torch.testing.assert_close(module.rollout_buffer.rewards[:16], predicted - 0.5 * uncertainty)
+    assert float(stats["rollout/mean_uncertainty"]) == pytest.approx(float(uncertainty.mean()), rel=1e-5)
+
+
+def test_uncertainty_spread_is_the_norm_of_the_draws_std() -> None:
+    torch.manual_seed(0)
+    module = tiny_adept(3, 2, 10, "iql", uncertainty_samples=3)
+    module.attach_dataset(uniform_buffer(200, 3, 2))
+    obs, actions = torch.zeros(5, 3), torch.zeros(5, 2)
+    state = module.generator.get_state()
+    next_obs, uncertainty = module.sample_next_observations_with_uncertainty(obs, actions, 3)
+    module.generator.set_state(state)
+    # The same draws made one at a time from the same stream: x0 of 3 x 5 rows.
+    from lightning_offrl.diffusion.guidance import classifier_free_eps_fn
+
+    condition = torch.cat([obs, actions], -1).repeat(3, 1)
+    noise = torch.randn((15, 3), generator=module.generator)
+    x0 = module.diffusion.sample(classifier_free_eps_fn(module.denoiser, condition, module.guidance_weight), noise,
+                                 sampler="ddpm", clip=(module.target_low, module.target_high),
+                                 generator=module.generator).view(3, 5, 3)
+    torch.testing.assert_close(uncertainty, x0.std(dim=0).norm(dim=-1))
+    torch.testing.assert_close(next_obs, module.next_obs_from_x0(obs, x0[0]))
+
+
+def test_uncertainty_penalty_needs_several_draws() -> None:
+    with pytest.raises(ConfigError, match="uncertainty_samples to 2 or more"):
+        tiny_adept(2, 2, 10, uncertainty_penalty=1.0)
+    with pytest.raises(ConfigError, match="uncertainty_penalty must be at least 0"):
+        tiny_adept(2, 2, 10, uncertainty_samples=2, uncertainty_penalty=-1.0)
+    with pytest.raises(ConfigError, match="uncertainty_samples must be a positive integer"):
+        tiny_adept(2, 2, 10, uncertainty_samples=0)
