@@ -1,8 +1,8 @@
 """The results table's campaigns: named sets of sweeps, run until every row is in docs/results/results.csv.
 
 A campaign is a list of sweep groups (config per environment, datasets, seeds, budget, ``--set``
-overrides, ``--eval-also`` settings). ``run`` starts one ``lightning_offrl sweep`` per missing
-(config, dataset, seed), each into ``<output>/<group>``; a run is missing when docs/results/results.csv
+overrides, ``--eval-also`` settings). ``run`` starts one ``lightning_offrl sweep`` per group and dataset
+over the seeds still missing, into ``<output>/<group>``; a run is missing when docs/results/results.csv
 holds no finished row with its config, dataset, seed, budget and overrides. Each finished sweep's
 rows are added to docs/results/results.csv and the table of docs/results.md at once
 (``results_table.py --add``), so a campaign spread over several machines or sessions picks up where
@@ -11,7 +11,7 @@ the committed results end, even when the run folders are gone.
     python benchmarks/campaign.py list                          # the campaigns and their groups
     python benchmarks/campaign.py run medium --dry-run          # what is missing, as sweep commands
     python benchmarks/campaign.py run medium --groups iql bc --datasets hopper-medium-v2 --num-cpus 2
-    python benchmarks/campaign.py run swg_settings --max-runs 2
+    python benchmarks/campaign.py run swg_settings --max-sweeps 1
 
 Campaigns:
 
@@ -88,23 +88,25 @@ def done_keys(csv_path: Path) -> set[tuple[str, str, int, int, str]]:
 
 
 def missing_runs(groups: list[Group], done: set[tuple[str, str, int, int, str]], datasets: list[str] | None
-                 ) -> list[tuple[Group, str, int]]:
-    """(group, dataset, seed) of every run without a finished row, in the campaign's order."""
+                 ) -> list[tuple[Group, str, list[int]]]:
+    """(group, dataset, seeds without a finished row) for every group and dataset that lacks one."""
     out = []
     for group in groups:
         for dataset in group.datasets:
             if datasets and dataset not in datasets:
                 continue
-            for seed in group.seeds:
-                key = (group.config_for(dataset), dataset, seed, group.updates, " ".join(group.sets))
-                if key not in done:
-                    out.append((group, dataset, seed))
+            seeds = [seed for seed in group.seeds
+                     if (group.config_for(dataset), dataset, seed, group.updates, " ".join(group.sets)) not in done]
+            if seeds:
+                out.append((group, dataset, seeds))
     return out
 
 
-def sweep_command(group: Group, dataset: str, seed: int, output: Path, num_cpus: int) -> list[str]:
-    command = ["sweep", "--configs", group.config_for(dataset), "--datasets", dataset, "--seeds", str(seed),
-               "--updates", str(group.updates), "--num-cpus", str(num_cpus), "--output", str(output / group.name)]
+def sweep_command(group: Group, dataset: str, seeds: list[int], output: Path, num_cpus: int) -> list[str]:
+    """One sweep over ``seeds`` (run ``num_cpus`` at a time)."""
+    command = ["sweep", "--configs", group.config_for(dataset), "--datasets", dataset,
+               "--seeds", *map(str, seeds), "--updates", str(group.updates), "--num-cpus", str(num_cpus),
+               "--output", str(output / group.name)]
     for override in group.sets:
         command += ["--set", override]
     for setting in group.eval_also:
@@ -120,9 +122,10 @@ def main() -> None:
     run.add_argument("campaign", choices=list(CAMPAIGNS))
     run.add_argument("--groups", nargs="+", default=None, help="only these groups (e.g. iql bc)")
     run.add_argument("--datasets", nargs="+", default=None, help="only these datasets")
-    run.add_argument("--max-runs", type=int, default=None, help="stop after starting this many runs")
+    run.add_argument("--max-sweeps", type=int, default=None,
+                     help="stop after this many sweeps (one per group and dataset, over its missing seeds)")
     run.add_argument("--output", type=Path, default=Path("runs/campaign"))
-    run.add_argument("--num-cpus", type=int, default=1, help="CPUs of each sweep's Ray")
+    run.add_argument("--num-cpus", type=int, default=1, help="CPUs of each sweep's Ray (its runs at once)")
     run.add_argument("--csv", type=Path, default=ROOT / "docs" / "results" / "results.csv")
     run.add_argument("--dry-run", action="store_true", help="print the missing runs' sweep commands only")
     args = parser.parse_args()
@@ -133,7 +136,7 @@ def main() -> None:
             print(f"{name}:")
             for group in groups:
                 total = len(group.datasets) * len(group.seeds)
-                missing = len(missing_runs([group], done, None))
+                missing = sum(len(seeds) for _, _, seeds in missing_runs([group], done, None))
                 print(f"  {group.name}: {group.config} on {len(group.datasets)} dataset(s) x seeds "
                       f"{list(group.seeds)}, {group.updates:,} updates, --set {' '.join(group.sets)}"
                       f"{'; eval also ' + ' | '.join(group.eval_also) if group.eval_also else ''}: "
@@ -146,11 +149,11 @@ def main() -> None:
         raise SystemExit(f"{args.campaign} has no group {', '.join(sorted(unknown))}; "
                          f"its groups: {', '.join(g.name for g in CAMPAIGNS[args.campaign])}")
     todo = missing_runs(groups, done_keys(args.csv), args.datasets)
-    if args.max_runs is not None:
-        todo = todo[: args.max_runs]
-    print(f"{len(todo)} run(s) to do", flush=True)
-    for group, dataset, seed in todo:
-        command = sweep_command(group, dataset, seed, args.output, args.num_cpus)
+    if args.max_sweeps is not None:
+        todo = todo[: args.max_sweeps]
+    print(f"{sum(len(seeds) for _, _, seeds in todo)} run(s) to do in {len(todo)} sweep(s)", flush=True)
+    for group, dataset, seeds in todo:
+        command = sweep_command(group, dataset, seeds, args.output, args.num_cpus)
         print("lightning_offrl " + " ".join(command), flush=True)
         if args.dry_run:
             continue
