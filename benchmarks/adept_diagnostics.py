@@ -13,12 +13,13 @@ grows far beyond the learner's own, are the pattern docs/methods/adept.md descri
     python benchmarks/adept_diagnostics.py --dataset walker2d-medium-v2 \\
         --configs iql_walker2d adept_iql_walker2d --runs runs/sweeps/walker2d-medium/runs
 
-With ``--rounds``, every ADEPT run also gets its closed loop round by round (one row per logged
-learner update): the world model's error on the rows it never trained on one and ten steps ahead
+With ``--rounds``, every ADEPT run also gets its closed loop round by round (one row per logged learner
+update): the world model's error on the rows it never trained on one and ten steps ahead
 (``diagnostics/state_rmse_*``, in standard deviations of the data's states, next to the error of
-predicting no change), its reward error, the rollouts' mean reward next to the data's and their
-length, the importance weights' effective sample size and the learner's critic loss, with the fit's
-own evaluations where they fall.
+predicting no change), its reward error, the rollouts' mean reward next to the data's and their length,
+the importance weights' effective sample size and the learner's critic loss, the share of the rollouts'
+action coordinates at the bounds +-1 (a clipped Gaussian puts its broad draws there) and of the policy's
+mean action, with the fit's own evaluations where they fall.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ ROUND_COLUMNS = (
     ("rollout reward", "train/rollout/mean_reward", "{:.3f}"),
     ("data reward", "train/diagnostics/data_mean_reward", "{:.3f}"),
     ("rollout length", "train/rollout/mean_length", "{:.2f}"),
+    ("rollout actions at bound", "train/rollout/action_at_bound", "{:.1%}"),
+    ("policy mode at bound", "train/rollout/policy_mode_at_bound", "{:.1%}"),
     ("IS weight ESS", "train/world_model/weight_ess", "{:.1%}"),
     ("critic loss", "train/critic_loss", "{:.3g}"),
     ("evaluation", "eval/normalized_score", "{:.1f}"),

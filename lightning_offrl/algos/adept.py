@@ -179,6 +179,10 @@ def split_optimizer_config(config: Any) -> tuple[list[torch.optim.Optimizer], li
     return optimizers, schedulers
 
 
+# An action coordinate this close to +-1 counts as at the bound (a clipped Gaussian draw lands exactly there).
+BOUND_SHARE_THRESHOLD = 0.999
+
+
 class ADEPT(OfflineRLModule):
     """ADEPT around a wrapped learner.
 
@@ -761,7 +765,10 @@ class ADEPT(OfflineRLModule):
             horizon: steps per rollout (default ``rollout_horizon``).
 
         Returns:
-            ``rollout/transitions`` generated, ``rollout/mean_length`` and ``rollout/mean_reward``.
+            ``rollout/transitions`` generated, ``rollout/mean_length``, ``rollout/mean_reward``, the share of
+            the rollouts' action coordinates at the bounds (``|a| >= 0.999``, ``rollout/action_at_bound``)
+            and of the policy's mean action on the start states (``rollout/policy_mode_at_bound``), and
+            with ``uncertainty_samples`` > 1 ``rollout/mean_uncertainty``.
         """
         num_starts = self.rollout_starts if num_starts is None else num_starts
         horizon = self.rollout_horizon if horizon is None else horizon
@@ -769,9 +776,14 @@ class ADEPT(OfflineRLModule):
         self.learner.eval()  # deterministic layers (dropout) while acting
         try:
             obs = self.sample_real(num_starts).observations
+            # How much of the policy sits at the action bounds: its mean action on the start states,
+            # and (below) the rollouts' sampled actions, which a clipped Gaussian puts there often.
+            mode_at_bound = (self.learner.policy(obs).abs() >= BOUND_SHARE_THRESHOLD).float().mean()
             transitions, reward_sum, uncertainty_sum = 0, obs.new_zeros(()), obs.new_zeros(())
+            at_bound_sum = obs.new_zeros(())
             for _ in range(horizon):
                 actions = self.sample_policy_actions(obs)
+                at_bound_sum = at_bound_sum + (actions.abs() >= BOUND_SHARE_THRESHOLD).float().mean(dim=-1).sum()
                 if self.uncertainty_samples > 1:
                     next_obs, uncertainty = self.sample_next_observations_with_uncertainty(
                         obs, actions, self.uncertainty_samples
@@ -795,6 +807,8 @@ class ADEPT(OfflineRLModule):
             "rollout/transitions": count,
             "rollout/mean_length": count / num_starts,
             "rollout/mean_reward": reward_sum / count.clamp(min=1.0),  # after any uncertainty penalty
+            "rollout/action_at_bound": at_bound_sum / count.clamp(min=1.0),
+            "rollout/policy_mode_at_bound": mode_at_bound,
         }
         if self.uncertainty_samples > 1:
             metrics["rollout/mean_uncertainty"] = uncertainty_sum / count.clamp(min=1.0)

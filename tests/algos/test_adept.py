@@ -464,3 +464,22 @@ def test_uncertainty_penalty_needs_several_draws() -> None:
         tiny_adept(2, 2, 10, uncertainty_samples=2, uncertainty_penalty=-1.0)
     with pytest.raises(ConfigError, match="uncertainty_samples must be a positive integer"):
         tiny_adept(2, 2, 10, uncertainty_samples=0)
+
+
+def test_rollouts_report_how_much_of_the_policy_sits_at_the_action_bounds() -> None:
+    # IQL's Gaussian draws are clipped to [-1, 1]: a broad sigma puts many coordinates exactly at +-1.
+    torch.manual_seed(0)
+    shares = {}
+    for log_std in (-3.0, 1.0):
+        module = tiny_adept(3, 2, 10, "iql", rollout_starts=256, rollout_horizon=2)  # the buffer holds them all
+        module.attach_dataset(uniform_buffer(500, 3, 2))
+        with torch.no_grad():
+            module.learner.actor.log_std.fill_(log_std)
+        stats = module.generate_rollouts()
+        assert len(module.rollout_buffer) == int(stats["rollout/transitions"])
+        shares[log_std] = float(stats["rollout/action_at_bound"])
+        rows = module.rollout_buffer.actions[: len(module.rollout_buffer)]
+        assert shares[log_std] == pytest.approx(float((rows.abs() >= 0.999).float().mean()), abs=1e-6)
+        assert 0.0 <= float(stats["rollout/policy_mode_at_bound"]) <= 1.0
+    # sigma e^-3 ~ 0.05 around a near-zero mean: none at the bounds; sigma e ~ 2.7: most of them
+    assert shares[-3.0] == 0.0 and shares[1.0] > 0.5
