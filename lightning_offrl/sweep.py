@@ -32,6 +32,7 @@ import os
 import shlex
 import signal
 import sys
+import textwrap
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -1003,7 +1004,8 @@ def plot_curves(curves: dict[str, dict[str, dict[str, Any]]], path: Path) -> Non
         for method, data in sorted(curves[dataset].items()):
             mean, se = data["mean"], data["se"]
             n = max(data["seeds"])
-            label = f"{method} ({n} seed{'s' * (n > 1)})"
+            # Long override lists wrap, so the legend stays inside its panel.
+            label = textwrap.fill(f"{method} ({n} seed{'s' * (n > 1)})", 48)
             ax.plot(data["update"], mean, marker="o", markersize=3, label=label)
             lower, upper = [m - s for m, s in zip(mean, se)], [m + s for m, s in zip(mean, se)]
             ax.fill_between(data["update"], lower, upper, alpha=0.2)
@@ -1011,7 +1013,7 @@ def plot_curves(curves: dict[str, dict[str, dict[str, Any]]], path: Path) -> Non
         ax.set_xlabel("updates")
         ax.set_ylabel("normalized score")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(datasets):]:
         ax.set_visible(False)
     fig.tight_layout()
