@@ -926,16 +926,22 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def scores_by_update(curves: Sequence[Sequence[Sequence[float]]]) -> dict[int, list[float]]:
+    """``{update: [score of every curve that evaluated there]}`` over ``[[update, score], ...]`` curves."""
+    at: dict[int, list[float]] = defaultdict(list)
+    for curve in curves:
+        for update, score in curve:
+            at[int(update)].append(float(score))
+    return at
+
+
 def curve_summary(curves: Sequence[Sequence[Sequence[float]]], max_points: int = 8) -> str:
     """``"5k 45.4, 10k 47.9, ..."``: the mean score over the curves that hold each update.
 
     With more than ``max_points`` updates, every k-th is shown (k the smallest that fits), the last
     always; no points gives ``-``.
     """
-    at: dict[int, list[float]] = defaultdict(list)
-    for curve in curves:
-        for update, score in curve:
-            at[int(update)].append(float(score))
+    at = scores_by_update(curves)
     if not at:
         return "-"
     updates = sorted(at)
@@ -974,10 +980,7 @@ def aggregate_curves(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, d
         method = config
         if variants[(dataset, config)] > 1:
             method += f" ({' '.join(overrides) or 'no overrides'})"
-        at: dict[int, list[float]] = defaultdict(list)
-        for record in group:
-            for update, score in record["curve"]:
-                at[int(update)].append(float(score))
+        at = scores_by_update([record["curve"] for record in group])
         updates = sorted(at)
         out[dataset][method] = {
             "update": updates,

@@ -713,13 +713,7 @@ class ADEPT(OfflineRLModule):
     @torch.no_grad()
     def sample_next_observations(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Next states from the guided world model, clipped to the dataset's range. ``(N, obs_dim)``."""
-        condition = torch.cat([obs, actions], dim=-1)
-        eps_fn = classifier_free_eps_fn(self.denoiser, condition, self.guidance_weight)
-        noise = torch.randn(obs.shape, device=obs.device, dtype=obs.dtype, generator=self.generator)
-        x0 = self.diffusion.sample(
-            eps_fn, noise, sampler="ddpm", clip=(self.target_low, self.target_high), generator=self.generator
-        )
-        return self.next_obs_from_x0(obs, x0)
+        return self.next_obs_from_x0(obs, self._sample_x0(obs, actions, 1)[0])
 
     @torch.no_grad()
     def sample_next_observations_with_uncertainty(
@@ -732,15 +726,20 @@ class ADEPT(OfflineRLModule):
             per-dimension standard deviation in the model's standardised units (before clipping to
             the state range).
         """
+        x0 = self._sample_x0(obs, actions, samples)
+        return self.next_obs_from_x0(obs, x0[0]), x0.std(dim=0).norm(dim=-1)
+
+    def _sample_x0(self, obs: torch.Tensor, actions: torch.Tensor, samples: int) -> torch.Tensor:
+        """``samples`` guided DDPM draws of the standardised target per ``(s, a)``, as one batch.
+        ``(N, obs_dim), (N, act_dim) -> (samples, N, obs_dim)``."""
         n = obs.shape[0]
         condition = torch.cat([obs, actions], dim=-1).repeat(samples, 1)
         eps_fn = classifier_free_eps_fn(self.denoiser, condition, self.guidance_weight)
         noise = torch.randn((samples * n, obs.shape[1]), device=obs.device, dtype=obs.dtype, generator=self.generator)
         x0 = self.diffusion.sample(
             eps_fn, noise, sampler="ddpm", clip=(self.target_low, self.target_high), generator=self.generator
-        ).view(samples, n, -1)
-        uncertainty = x0.std(dim=0).norm(dim=-1)
-        return self.next_obs_from_x0(obs, x0[0]), uncertainty
+        )
+        return x0.view(samples, n, -1)
 
     @torch.no_grad()
     def predict_reward_terminal(
