@@ -1,35 +1,27 @@
-"""ADEPT's recipe ablation: named variants of ``conf/adept_iql_<env>.yaml``, run as sweeps, read as one table.
+"""ADEPT's recipe ablation: named variants of ``conf/adept_iql_<env>.yaml`` and their table.
 
 Each variant is a set of ``--set`` overrides on the ADEPT + IQL config of the dataset's environment
-(hopper, halfcheetah, walker2d). ``run`` starts one ``lightning_offrl sweep`` per variant and
-environment, each into ``<output>/<variant>`` (so a rerun resumes and skips finished runs, and
-variants never mix), plus IQL alone with the same budget into ``<output>/iql``. ``table`` reads the
-``results.csv`` files of those folders (or any list of results files, such as docs/results/results.csv)
-and prints one Markdown row per variant and dataset: mean ± s.e. over seeds, the per-seed scores, the
-difference to IQL alone at the same budget, and the train minutes per run.
+(hopper, halfcheetah, walker2d). ``benchmarks/campaign.py``'s ``adept_ablation`` campaign runs them beside
+IQL alone at the same budget and adds their rows to docs/results/results.csv. ``table`` reads results
+files and prints one Markdown row per variant and dataset: mean ± s.e. over seeds, the per-seed
+scores, the difference to IQL alone at the same budget, and the train minutes per run.
 
     # screening: every variant, one seed, the data where ADEPT's claim lies
-    python benchmarks/adept_ablation.py run --datasets hopper-random-v2 walker2d-medium-replay-v2 --seeds 0
-    # the chosen recipe on all six replicas, 3 seeds
-    python benchmarks/adept_ablation.py run --variants paper share_0.25_warmup_5k --seeds 0 1 2 \\
-        --datasets {hopper,halfcheetah,walker2d}-random-v2 {hopper,halfcheetah,walker2d}-medium-replay-v2
-    python benchmarks/adept_ablation.py table                      # the folders under runs/adept-ablation
-    python benchmarks/adept_ablation.py table --csv docs/results/results.csv
-    python benchmarks/adept_ablation.py run --dry-run               # the sweep commands only
-
-The budget is ``--updates`` learner updates (default 10,000, the results table's), after the config's
-10,000 world-model pretraining updates.
+    python benchmarks/campaign.py run adept_ablation --seeds 0 --datasets hopper-random-v2 walker2d-medium-replay-v2
+    # chosen variants on all six replicas, 3 seeds
+    python benchmarks/campaign.py run adept_ablation --groups iql paper share_0.25_warmup_5k
+    python benchmarks/adept_ablation.py table                 # the rows in docs/results/results.csv
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 from lightning_offrl.sweep import FINISHED, read_csv, standard_error
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Variant name -> overrides of conf/adept_iql_<env>.yaml. "paper" is the config as it ships.
 VARIANTS: dict[str, list[str]] = {
@@ -51,34 +43,6 @@ VARIANTS: dict[str, list[str]] = {
     # the paper's own ablation: the world model trained once and frozen
     "frozen_world_model": ["model.init_args.importance_sampling=false"],
 }
-ENVS = ("hopper", "halfcheetah", "walker2d")
-
-
-def env_of(dataset: str) -> str:
-    env = dataset.split("-", 1)[0]
-    if env not in ENVS:
-        raise SystemExit(f"{dataset}: the ablation covers the {', '.join(ENVS)} datasets")
-    return env
-
-
-def sweep_commands(variants: list[str], datasets: list[str], seeds: list[int], updates: int, output: Path,
-                   num_cpus: int) -> list[list[str]]:
-    """One sweep per (variant, environment), and IQL alone per environment, as argument lists."""
-    by_env: dict[str, list[str]] = defaultdict(list)
-    for dataset in datasets:
-        by_env[env_of(dataset)].append(dataset)
-    common = ["--seeds", *map(str, seeds), "--updates", str(updates), "--num-cpus", str(num_cpus)]
-    commands = []
-    for env, env_datasets in by_env.items():
-        commands.append(["sweep", "--configs", f"iql_{env}", "--datasets", *env_datasets, *common,
-                         "--output", str(output / "iql")])
-        for variant in variants:
-            sets = [arg for override in VARIANTS[variant] for arg in ("--set", override)]
-            commands.append(["sweep", "--configs", f"adept_iql_{env}", "--datasets", *env_datasets, *common, *sets,
-                             "--output", str(output / variant)])
-    return commands
-
-
 def variant_of(row: dict[str, str]) -> str | None:
     """The variant a results row belongs to (by its config and overrides), or None."""
     overrides = sorted((row.get("overrides") or "").replace("--", "").split())
@@ -121,31 +85,11 @@ def table(rows: list[dict[str, str]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the variants as sweeps (resumable)")
-    run.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    run.add_argument("--datasets", nargs="+", default=["hopper-random-v2", "walker2d-medium-replay-v2"])
-    run.add_argument("--seeds", nargs="+", type=int, default=[0])
-    run.add_argument("--updates", type=int, default=10_000)
-    run.add_argument("--output", type=Path, default=Path("runs/adept-ablation"))
-    run.add_argument("--num-cpus", type=int, default=1, help="CPUs of each sweep's Ray (runs at once)")
-    run.add_argument("--dry-run", action="store_true", help="print the sweep commands only")
     show = sub.add_parser("table", help="print the ablation table")
-    show.add_argument("--csv", type=Path, nargs="+", default=None,
-                      help="results files (default: <output>/*/results.csv)")
-    show.add_argument("--output", type=Path, default=Path("runs/adept-ablation"))
+    show.add_argument("--csv", type=Path, nargs="+", default=[ROOT / "docs" / "results" / "results.csv"],
+                      help="results files (default: docs/results/results.csv)")
     args = parser.parse_args()
-
-    if args.command == "run":
-        for command in sweep_commands(args.variants, args.datasets, args.seeds, args.updates, args.output,
-                                      args.num_cpus):
-            print("lightning_offrl " + " ".join(command), flush=True)
-            if not args.dry_run:
-                subprocess.run([sys.executable, "-m", "lightning_offrl.cli", *command], check=False)
-        return
-    files = args.csv or sorted(args.output.glob("*/results.csv"))
-    if not files:
-        raise SystemExit(f"no results.csv under {args.output}/*/; run the sweeps first or pass --csv")
-    print(table([row for path in files for row in read_csv(path)]))
+    print(table([row for path in args.csv for row in read_csv(path)]))
 
 
 if __name__ == "__main__":

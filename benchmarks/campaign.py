@@ -19,6 +19,9 @@ Campaigns:
   medium-replay, medium-expert), SWG on the three medium ones, 3 seeds, 20,000 updates, evaluation every
   5,000 updates; DTQL's final checkpoint also acts with its authors' selection (1024 candidates, softmax
   over Q), SWG's as SWG-R with 32 candidates chosen by Q and by the sampled weight.
+* ``adept_ablation``: ADEPT + IQL in every variant of ``benchmarks/adept_ablation.py`` and IQL alone, on
+  the three random and three medium-replay replicas, 3 seeds, 10,000 learner updates (screen with
+  ``--seeds 0 --datasets ...``; ``adept_ablation.py table`` reads the rows).
 * ``swg_settings``: SWG with the settings of the authors' JAX code (``conf/swg_hopper.yaml``) against those
   of their PyTorch code (``conf/swg_hopper_torch.yaml``, whose 1M critic updates become a third of the
   budget, as the JAX config's), hopper-medium, 3 seeds, 20,000 updates.
@@ -32,6 +35,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adept_ablation import VARIANTS as ADEPT_VARIANTS  # benchmarks/ is the script's own folder
 from lightning_offrl.sweep import FINISHED, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +75,13 @@ CAMPAIGNS: dict[str, list[Group]] = {
               eval_also=("num_candidates=32,temperature=1.0,candidate_selection=q",
                          "num_candidates=32,temperature=1.0,candidate_selection=weight")),
     ],
+    # ADEPT's recipe variants (benchmarks/adept_ablation.py, which prints their table) beside IQL alone,
+    # on the data where the paper's claim lies, at the results table's 10,000 learner updates.
+    "adept_ablation": [
+        Group("iql", "iql_{env}", _datasets(("random", "medium-replay")), updates=10_000, sets=()),
+        *(Group(name, "adept_iql_{env}", _datasets(("random", "medium-replay")), updates=10_000, sets=tuple(sets))
+          for name, sets in ADEPT_VARIANTS.items()),
+    ],
     "swg_settings": [
         Group("swg_jax", "swg_hopper", ("hopper-medium-v2",)),
         Group("swg_torch", "swg_hopper_torch", ("hopper-medium-v2",),
@@ -87,18 +98,19 @@ def done_keys(csv_path: Path) -> set[tuple[str, str, int, int, str]]:
             for row in read_csv(csv_path) if row.get("status") == FINISHED and not row.get("evaluated_with")}
 
 
-def missing_runs(groups: list[Group], done: set[tuple[str, str, int, int, str]], datasets: list[str] | None
-                 ) -> list[tuple[Group, str, list[int]]]:
-    """(group, dataset, seeds without a finished row) for every group and dataset that lacks one."""
+def missing_runs(groups: list[Group], done: set[tuple[str, str, int, int, str]], datasets: list[str] | None,
+                 seeds: list[int] | None = None) -> list[tuple[Group, str, list[int]]]:
+    """(group, dataset, seeds without a finished row) for every group and dataset that lacks one
+    (``datasets`` / ``seeds``: only these)."""
     out = []
     for group in groups:
         for dataset in group.datasets:
             if datasets and dataset not in datasets:
                 continue
-            seeds = [seed for seed in group.seeds
-                     if (group.config_for(dataset), dataset, seed, group.updates, " ".join(group.sets)) not in done]
-            if seeds:
-                out.append((group, dataset, seeds))
+            todo = [seed for seed in group.seeds if (seeds is None or seed in seeds)
+                    and (group.config_for(dataset), dataset, seed, group.updates, " ".join(group.sets)) not in done]
+            if todo:
+                out.append((group, dataset, todo))
     return out
 
 
@@ -122,6 +134,7 @@ def main() -> None:
     run.add_argument("campaign", choices=list(CAMPAIGNS))
     run.add_argument("--groups", nargs="+", default=None, help="only these groups (e.g. iql bc)")
     run.add_argument("--datasets", nargs="+", default=None, help="only these datasets")
+    run.add_argument("--seeds", nargs="+", type=int, default=None, help="only these seeds")
     run.add_argument("--max-sweeps", type=int, default=None,
                      help="stop after this many sweeps (one per group and dataset, over its missing seeds)")
     run.add_argument("--output", type=Path, default=Path("runs/campaign"))
@@ -148,7 +161,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"{args.campaign} has no group {', '.join(sorted(unknown))}; "
                          f"its groups: {', '.join(g.name for g in CAMPAIGNS[args.campaign])}")
-    todo = missing_runs(groups, done_keys(args.csv), args.datasets)
+    todo = missing_runs(groups, done_keys(args.csv), args.datasets, args.seeds)
     if args.max_sweeps is not None:
         todo = todo[: args.max_sweeps]
     print(f"{sum(len(seeds) for _, _, seeds in todo)} run(s) to do in {len(todo)} sweep(s)", flush=True)
