@@ -34,6 +34,10 @@ VARIANTS: dict[str, list[str]] = {
     # the rollout policy's action noise (IQL's Gaussian: its state-independent sigma times this)
     "rollout_std_0.5": ["model.init_args.rollout_std_scale=0.5"],
     "rollout_mean": ["model.init_args.rollout_std_scale=0.0"],
+    # the two above together: mean-action rollouts, a quarter synthetic, after a 5k real-data warm-up
+    "rollout_mean_share_0.25_warmup_5k": ["model.init_args.rollout_std_scale=0.0",
+                                          "model.init_args.synthetic_fraction=0.25",
+                                          "model.init_args.synthetic_start_updates=5000"],
     # world-model pretraining length and rollout horizon
     "pretrain_30k": ["model.init_args.world_model_pretrain_updates=30000"],
     "horizon_5": ["model.init_args.rollout_horizon=5"],
