@@ -44,6 +44,8 @@ VARIANTS: dict[str, list[str]] = {
     "horizon_1": ["model.init_args.rollout_horizon=1"],
     # an uncertainty signal (not in the paper): reward minus the spread of 4 draws of s'
     "uncertainty_1.0": ["model.init_args.uncertainty_samples=4", "model.init_args.uncertainty_penalty=1.0"],
+    "rollout_mean_uncertainty_1.0": ["model.init_args.rollout_std_scale=0.0", "model.init_args.uncertainty_samples=4",
+                                     "model.init_args.uncertainty_penalty=1.0"],
     # the paper's own ablation: the world model trained once and frozen
     "frozen_world_model": ["model.init_args.importance_sampling=false"],
 }
