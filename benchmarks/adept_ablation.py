@@ -63,27 +63,33 @@ def variant_of(row: dict[str, str]) -> str | None:
 
 
 def table(rows: list[dict[str, str]]) -> str:
-    """Markdown: per dataset and variant, mean ± s.e. over seeds, per seed, difference to IQL, minutes."""
-    groups: dict[tuple[str, int, str], list[dict[str, str]]] = defaultdict(list)
+    """Markdown: per dataset, data build and variant, mean ± s.e. over seeds, per seed, difference to
+    IQL alone on the same build, minutes.
+
+    A policy-based replica built on another kind of CPU holds other trajectories, so rows are grouped
+    by their ``data`` fingerprint (``d4rl_hdf5.data_fingerprint``) and compared with IQL on the same
+    arrays; rows written before the fingerprint was recorded form one group, shown as ``-``.
+    """
+    groups: dict[tuple[str, int, str, str], list[dict[str, str]]] = defaultdict(list)
     for row in rows:
         variant = variant_of(row)
         if variant is not None and row.get("status") == FINISHED and not row.get("evaluated_with"):
-            groups[(row["dataset"], int(row["updates"]), variant)].append(row)
+            groups[(row["dataset"], int(row["updates"]), row.get("data") or "", variant)].append(row)
     order = ["IQL alone", *VARIANTS]
-    lines = ["| dataset | learner updates | variant | seeds | normalized score | per seed | vs IQL alone | "
-             "train min/run |", "|---|---|---|---|---|---|---|---|"]
-    for dataset, updates, variant in sorted(groups, key=lambda k: (k[0], k[1], order.index(k[2]))):
-        group = sorted(groups[(dataset, updates, variant)], key=lambda r: int(r["seed"]))
+    lines = ["| dataset | data | learner updates | variant | seeds | normalized score | per seed | vs IQL alone | "
+             "train min/run |", "|---|---|---|---|---|---|---|---|---|"]
+    for dataset, updates, data, variant in sorted(groups, key=lambda k: (k[0], k[2], k[1], order.index(k[3]))):
+        group = sorted(groups[(dataset, updates, data, variant)], key=lambda r: int(r["seed"]))
         scores = [float(r["normalized_score"]) for r in group]
         mean = sum(scores) / len(scores)
         spread = f" ± {standard_error(scores):.1f}" if len(scores) > 1 else ""
-        baseline = groups.get((dataset, updates, "IQL alone"))
+        baseline = groups.get((dataset, updates, data, "IQL alone"))
         delta = "-"
         if baseline and variant != "IQL alone":
             base = sum(float(r["normalized_score"]) for r in baseline) / len(baseline)
             delta = f"{mean - base:+.1f}"
         minutes = sum(float(r["train_minutes"] or 0) for r in group) / len(group)
-        lines.append(f"| {dataset} | {updates:,} | {variant} | {len(scores)} | {mean:.1f}{spread} | "
+        lines.append(f"| {dataset} | {data or '-'} | {updates:,} | {variant} | {len(scores)} | {mean:.1f}{spread} | "
                      f"{', '.join(f'{s:.1f}' for s in scores)} | {delta} | {minutes:.1f} |")
     return "\n".join(lines)
 

@@ -47,7 +47,7 @@ def load_module(
 
     Returns:
         the module (eval mode) and the checkpoint's data-module information
-        (``dataset``, ``is_replica``, ``source``, ``num_updates``; ``env_id``, ``ref_min_score`` and
+        (``dataset``, ``is_replica``, ``source``, ``data_fingerprint``, ``num_updates``; ``env_id``, ``ref_min_score`` and
         ``ref_max_score`` for a dataset of the user's own).
     """
     path = Path(ckpt_path)
@@ -79,6 +79,8 @@ def load_module(
         "dataset": data_hparams.get("dataset") or data_state.get("dataset"),
         "is_replica": bool(data_state.get("is_replica", False)),
         "source": data_state.get("source"),
+        # d4rl_hdf5.data_fingerprint of the arrays the module was trained on (None in older checkpoints)
+        "data_fingerprint": data_state.get("fingerprint"),
         "num_updates": int(meta.get("num_updates", 0)),
         # A dataset of the user's own names its environment and reference returns in the data hparams.
         "env_id": data_hparams.get("env_id"),

@@ -67,7 +67,7 @@ DATA_ENV_VARS = ("LIGHTNING_OFFRL_CACHE", "D4RL_DATASET_DIR", "MINARI_DATASETS_P
                  "MUJOCO_GL")
 CSV_COLUMNS = ("config", "dataset", "seed", "status", "normalized_score", "normalized_score_se", "return",
                "updates", "episodes", "eval_seed", "overrides", "evaluated_with", "train_minutes",
-               "hardware", "replica", "checkpoint", "log", "curve")
+               "hardware", "replica", "checkpoint", "log", "curve", "data")
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +445,7 @@ def final_evaluation(spec: RunSpec, ckpt: Path, overrides: dict[str, Any] | None
     settings = f" with {' '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else ""
     print(f"final evaluation{settings}: {len(returns)} episodes from seed {spec.eval_seed}: "
           f"return {returns.mean():.2f}, normalized score {scores.mean():.2f}", flush=True)
-    return {"updates": info["num_updates"], "replica": info["is_replica"],
+    return {"updates": info["num_updates"], "replica": info["is_replica"], "data": info.get("data_fingerprint") or "",
             "normalized_score": round(float(scores.mean()), 3),
             "normalized_score_se": round(standard_error(scores.tolist()), 3),
             "return": round(float(returns.mean()), 3),
@@ -823,6 +823,7 @@ def record_to_row(record: dict[str, Any]) -> dict[str, Any]:
         "checkpoint": record.get("checkpoint", f"{run_dir}/{LAST_CHECKPOINT}"),
         "log": record.get("log", f"{run_dir}/{LOG_FILE}"),
         "curve": format_curve(record.get("curve") or []),
+        "data": record.get("data", ""),
     }
 
 

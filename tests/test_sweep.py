@@ -12,6 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_offrl.cli import main as cli_main
+from lightning_offrl.data.d4rl_hdf5 import data_fingerprint, read_d4rl_hdf5
 from lightning_offrl.evaluate import main as evaluate_main
 from lightning_offrl.errors import OffRLError
 from lightning_offrl.sweep import curve_summary, format_curve, parse_curve, start_local_ray
@@ -63,6 +64,7 @@ def test_sweep_writes_runs_tables_and_curves_then_skips_and_resumes(
         assert record["status"] == "finished" and record["updates"] == UPDATES and record["seed"] == seed
         assert (folder / "checkpoints" / "last.ckpt").is_file() and (folder / "config.yaml").is_file()
         assert record["train_minutes"] > 0 and record["episodes"] == 2 and record["eval_seed"] == 100_000
+        assert record["data"] == data_fingerprint(read_d4rl_hdf5(pointgoal_file))  # the arrays it trained on
         # The curve is the fit's own evaluations, as logged to TensorBoard in the run folder.
         events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
         events.Reload()
@@ -79,6 +81,7 @@ def test_sweep_writes_runs_tables_and_curves_then_skips_and_resumes(
     assert [(r["config"], r["dataset"], int(r["seed"]), r["status"]) for r in rows] == [
         ("iql_hopper", "pointgoal-random-v0", seed, "finished") for seed in SEEDS]
     assert [float(r["normalized_score"]) for r in rows] == [records[s]["normalized_score"] for s in SEEDS]
+    assert {r["data"] for r in rows} == {records[0]["data"]}
     # The in-training curve travels with the row (docs/results keeps it when the sweep folder is gone).
     assert [parse_curve(r["curve"]) for r in rows] == [records[s]["curve"] for s in SEEDS]
 

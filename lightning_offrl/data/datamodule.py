@@ -104,6 +104,7 @@ class D4RLDataModule(pl.LightningDataModule):
         self.obs_stats: ObservationStats | None = None
         self.resolved_source: str | None = None
         self.is_replica: bool = False
+        self.data_fingerprint: str | None = None  # d4rl_hdf5.data_fingerprint of the arrays trained on
         self.generator: torch.Generator | None = None
         self._generator_state: torch.Tensor | None = None
         self._extra_sources: list[tuple[TransitionBuffer, float]] = []
@@ -197,11 +198,12 @@ class D4RLDataModule(pl.LightningDataModule):
         prepared, self._prepared = self._prepared, None
         if self.buffer is not None or stage in ("validate", "test"):
             return  # validate/test evaluate in the environment; the model carries its statistics
-        from lightning_offrl.data.d4rl_hdf5 import episode_returns, qlearning_transitions
+        from lightning_offrl.data.d4rl_hdf5 import data_fingerprint, episode_returns, qlearning_transitions
 
         resolved = prepared if prepared is not None else self._resolve(progress=False)
         self.resolved_source = resolved.source
         self.is_replica = bool(resolved.is_replica)
+        self.data_fingerprint = data_fingerprint(resolved.arrays)
         transitions = qlearning_transitions(resolved.arrays)
         obs_dim, act_dim = transitions["observations"].shape[1], transitions["actions"].shape[1]
         if (obs_dim, act_dim) != self._env_dims():
@@ -272,7 +274,8 @@ class D4RLDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------- checkpointed state
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"dataset": self.dataset, "source": self.resolved_source, "is_replica": self.is_replica}
+        state: dict[str, Any] = {"dataset": self.dataset, "source": self.resolved_source, "is_replica": self.is_replica,
+                                 "fingerprint": self.data_fingerprint}
         if self.generator is not None:
             state["generator"] = self.generator.get_state()
         if self.obs_stats is not None:

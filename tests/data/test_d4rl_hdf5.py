@@ -12,6 +12,7 @@ import pytest
 
 from lightning_offrl.data import d4rl_hdf5
 from lightning_offrl.data.d4rl_hdf5 import (
+    data_fingerprint,
     dataset_summary,
     episode_returns,
     qlearning_transitions,
@@ -245,3 +246,23 @@ def test_dataset_summary() -> None:
     assert (summary["return_min"], summary["return_max"]) == (6.0, 30.0)
     assert (summary["obs_dim"], summary["act_dim"]) == (3, 2)
     assert (summary["terminals"], summary["timeouts"]) == (1, 1)
+
+
+# ----------------------------------------------------------------------------------- fingerprint
+def test_fingerfingerprintnames_the_contents_not_the_file(tmp_path: Path) -> None:
+    arrays = make_arrays()
+    write_d4rl_hdf5(tmp_path / "a.hdf5", arrays)
+    reread = read_d4rl_hdf5(tmp_path / "a.hdf5")
+    fingerprint = data_fingerprint(arrays)
+    assert len(fingerprint) == 12 and int(fingerprint, 16) >= 0
+    # the same contents, re-read or in another key order, give the same fingerprint
+    assert data_fingerprint(reread) == data_fingerprint(dict(reversed(list(reread.items())))) == fingerprint
+    # infos do not count; one changed reward or observation does
+    assert data_fingerprint({k: v for k, v in arrays.items() if k != "infos/qpos"}) == fingerprint
+    for key in ("rewards", "observations"):
+        changed = {k: v.copy() for k, v in arrays.items()}
+        changed[key].flat[5] += 1e-3
+        assert data_fingerprint(changed) != fingerprint
+    # a reshaped array with the same bytes is a different dataset
+    reshaped = dict(arrays, observations=arrays["observations"].reshape(-1, 1))
+    assert data_fingerprint(reshaped) != fingerprint

@@ -45,6 +45,14 @@ def test_generator_state_round_trips_for_exact_resume(pointgoal_file: Path) -> N
     torch.testing.assert_close(first_batches(restored, 1)[0].actions, expected.actions)
 
 
+def test_checkpointed_state_names_the_data_by_fingerprint(pointgoal_file: Path) -> None:
+    from lightning_offrl.data.d4rl_hdf5 import data_fingerprint
+
+    dm = make(pointgoal_file)
+    assert dm.data_fingerprint == data_fingerprint(read_d4rl_hdf5(pointgoal_file))
+    assert dm.state_dict()["fingerprint"] == dm.data_fingerprint
+
+
 def test_observations_are_normalised_and_stats_kept(pointgoal_file: Path) -> None:
     dm = make(pointgoal_file)
     obs = dm.buffer.observations

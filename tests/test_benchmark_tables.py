@@ -1,0 +1,49 @@
+"""The benchmark scripts' bookkeeping: ADEPT's ablation table and the campaigns' missing runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import adept_ablation  # noqa: E402
+import campaign  # noqa: E402
+
+
+def row(config: str, score: float, seed: int = 0, data: str = "", overrides: str = "") -> dict[str, str]:
+    return {"config": config, "dataset": "walker2d-medium-replay-v2", "seed": str(seed), "status": "finished",
+            "normalized_score": str(score), "updates": "10000", "overrides": overrides, "evaluated_with": "",
+            "train_minutes": "20", "data": data}
+
+
+def test_ablation_table_compares_each_variant_with_iql_on_the_same_build() -> None:
+    mean_rollouts = " ".join(f"--{o}" for o in adept_ablation.VARIANTS["rollout_mean"])
+    rows = [
+        row("iql_walker2d", 17.0), row("iql_walker2d", 17.0, seed=1),  # an earlier build, no fingerprint
+        row("adept_iql_walker2d", 9.0),  # the paper's recipe on it
+        row("iql_walker2d", 21.0, data="aaaaaaaaaaaa"),  # this build
+        row("adept_iql_walker2d", 23.0, data="aaaaaaaaaaaa", overrides=mean_rollouts),
+        row("adept_iql_walker2d", 5.0, data="aaaaaaaaaaaa", overrides="--model.init_args.nope=1"),  # no variant
+    ]
+    lines = adept_ablation.table(rows).splitlines()[2:]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    by_variant = {(c[1], c[3]): c for c in cells}
+    assert set(by_variant) == {("-", "IQL alone"), ("-", "paper"), ("aaaaaaaaaaaa", "IQL alone"),
+                               ("aaaaaaaaaaaa", "rollout_mean")}
+    assert by_variant[("-", "IQL alone")][4:6] == ["2", "17.0 ± 0.0"]
+    assert by_variant[("-", "paper")][7] == "-8.0"
+    assert by_variant[("aaaaaaaaaaaa", "rollout_mean")][7] == "+2.0"  # against 21.0, not the other build's 17.0
+
+
+def test_campaign_runs_only_what_the_results_lack(tmp_path: Path) -> None:
+    group = campaign.Group("iql", "iql_{env}", ("hopper-medium-v2", "walker2d-medium-v2"), seeds=(0, 1))
+    done = {("iql_hopper", "hopper-medium-v2", 0, 20_000, campaign.EVAL_EVERY_5K),
+            ("iql_walker2d", "walker2d-medium-v2", 0, 10_000, campaign.EVAL_EVERY_5K)}  # another budget
+    todo = campaign.missing_runs([group], done, None)
+    assert [(g.name, d, s) for g, d, s in todo] == [("iql", "hopper-medium-v2", [1]), ("iql", "walker2d-medium-v2", [0, 1])]
+    assert campaign.missing_runs([group], done, ["hopper-medium-v2"], seeds=[0]) == []
+    command = campaign.sweep_command(group, "walker2d-medium-v2", [0, 1], tmp_path, 2)
+    assert command[:3] == ["sweep", "--configs", "iql_walker2d"] and command[-2:] == ["--set", campaign.EVAL_EVERY_5K]
+    assert command[command.index("--output") + 1] == str(tmp_path / "iql")
