@@ -305,6 +305,13 @@ class ADEPT(OfflineRLModule):
                 raise ConfigError(f"model.{name} must be a non-negative integer, got {value!r}")
         if not rollout_std_scale >= 0.0:
             raise ConfigError(f"model.rollout_std_scale must be at least 0, got {rollout_std_scale}")
+        if synthetic_data and synthetic_fraction > 0.0 and synthetic_start_updates >= max_updates:
+            raise ConfigError(
+                f"model.synthetic_start_updates={synthetic_start_updates} is not below the budget "
+                f"max_updates={max_updates}, so no learner update would see a synthetic row: lower "
+                "synthetic_start_updates (0 starts the rollouts after the world model's pretraining), or "
+                "set synthetic_data: false to train the learner alone"
+            )
         if not 0.0 <= synthetic_fraction < 1.0:
             raise ConfigError(f"model.synthetic_fraction must lie in [0, 1), got {synthetic_fraction}")
         if not uncertainty_penalty >= 0.0:

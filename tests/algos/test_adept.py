@@ -405,6 +405,12 @@ def test_synthetic_start_updates_delays_the_first_rollouts(pointgoal_file: Path,
     assert int(module.rollout_rounds) == 3 and int(module.importance_rounds) == 2
 
 
+def test_a_warm_up_as_long_as_the_budget_is_refused() -> None:
+    with pytest.raises(ConfigError, match="synthetic_start_updates=20 is not below the budget max_updates=20"):
+        tiny_adept(2, 2, 20, synthetic_start_updates=20)
+    tiny_adept(2, 2, 20, synthetic_start_updates=20, synthetic_data=False)  # the learner alone
+
+
 def test_rollout_std_scale_needs_a_gaussian_actor() -> None:
     with pytest.raises(ConfigError, match="rollout_std_scale"):
         ADEPT(2, 2, learner={"class_path": "lightning_offrl.algos.BC", "init_args": {}}, rollout_std_scale=0.5,
