@@ -28,7 +28,7 @@ from lightning_offrl.sweep import FINISHED, aggregate_curves, parse_curve, plot_
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results-table -->", "<!-- /results-table -->"
-KEY = ("config", "dataset", "seed", "updates", "overrides", "evaluated_with")
+KEY = ("config", "dataset", "seed", "updates", "overrides", "evaluated_with", "data")  # data: rows of two builds
 
 
 def record_to_row(record: dict[str, Any]) -> dict[str, Any]:

@@ -890,7 +890,8 @@ def _truthy(value: Any) -> bool:
 
 
 def render_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The Markdown table of finished rows: per dataset x config x settings, mean ± s.e. over seeds.
+    """The Markdown table of finished rows: per dataset (and data fingerprint) x config x settings, mean ±
+    s.e. over seeds; a replica's row names its build by the fingerprint where the rows carry one.
 
     The standard error (:func:`standard_error`) is over the seeds' final scores; train minutes are
     the mean per run, with the hardware named when it is not the CPU; the curve is the in-training
@@ -904,13 +905,14 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
         if row.get("evaluated_with"):
             settings = (settings + "; " if settings else "") + f"evaluated with {row['evaluated_with']}"
         hardware = row.get("hardware") or "cpu"
-        groups[(row["dataset"], row["config"], int(row["updates"]), settings, hardware)].append(row)
+        groups[(row["dataset"], row.get("data") or "", row["config"], int(row["updates"]), settings,
+                hardware)].append(row)
     lines = [
         "| dataset | config | overrides | updates | seeds | normalized score (mean ± s.e. over seeds) "
         "| per seed | train min/run | curve (in-training evaluations, mean over seeds) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for (dataset, config, updates, settings, hardware), group in sorted(groups.items()):
+    for (dataset, data, config, updates, settings, hardware), group in sorted(groups.items()):
         group = sorted(group, key=lambda r: int(r["seed"]))
         scores = [float(r["normalized_score"]) for r in group]
         mean = sum(scores) / len(scores)
@@ -920,7 +922,8 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
             summary = f"{mean:.1f} (one seed)"
         minutes = sum(float(r["train_minutes"]) for r in group) / len(group)
         where = "" if hardware == "cpu" else f" ({hardware})"
-        replica = " (replica)" if _truthy(group[0].get("replica")) else ""
+        # A replica's build is named by its data fingerprint: two builds hold different arrays.
+        replica = (f" (replica {data})" if data else " (replica)") if _truthy(group[0].get("replica")) else ""
         lines.append(f"| {dataset}{replica} | {config} | {settings or '-'} | {updates:,} | {len(scores)} | "
                      f"{summary} | {', '.join(f'{s:.1f}' for s in scores)} | {minutes:.1f}{where} | "
                      f"{curve_summary([parse_curve(r.get('curve')) for r in group])} |")

@@ -225,6 +225,20 @@ def test_curve_cells_round_trip_and_summarise() -> None:
     assert summary.startswith("4k 4.0, 8k 8.0") and summary.endswith("30k 30.0") and summary.count(",") == 7
 
 
+def test_results_table_keeps_two_builds_of_a_replica_apart() -> None:
+    from lightning_offrl.sweep import render_table
+
+    def row(seed: int, score: float, data: str) -> dict[str, str]:
+        return {"config": "iql_walker2d", "dataset": "walker2d-medium-replay-v2", "seed": str(seed),
+                "status": "finished", "normalized_score": str(score), "updates": "10000", "train_minutes": "3",
+                "replica": "True", "data": data}
+
+    lines = render_table([row(0, 16.9, ""), row(1, 16.8, ""), row(0, 21.0, "bea2ab7d947c")]).splitlines()[2:]
+    assert len(lines) == 2
+    assert lines[0].startswith("| walker2d-medium-replay-v2 (replica) | iql_walker2d |") and "16.9, 16.8" in lines[0]
+    assert lines[1].startswith("| walker2d-medium-replay-v2 (replica bea2ab7d947c) |") and "21.0 (one seed)" in lines[1]
+
+
 def test_history_csv_renders_the_results_table() -> None:
     """docs/results/results.csv (the imported records) gives exactly the table in docs/results.md."""
     from lightning_offrl.sweep import read_csv, render_table
