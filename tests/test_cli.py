@@ -128,6 +128,7 @@ def test_adept_fit_with_its_own_data_seed_then_evaluate(pointgoal_file: Path, tm
         "--model.init_args.world_model_pretrain_updates", "10", "--model.init_args.round_updates", "10",
         "--model.init_args.importance_updates", "2", "--model.init_args.rollout_starts", "16",
         "--model.init_args.max_updates", "20", "--model.init_args.log_every", "5",
+        "--model.init_args.synthetic_start_updates", "0",  # rollouts from the first round of this short fit
         "--evaluation.interval", "20", "--evaluation.episodes", "2",
         "--trainer.logger.init_args.name", "adept",
     ]
