@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from lightning_offrl.data.d4rl_hdf5 import dataset_summary, read_d4rl_attrs, read_d4rl_hdf5
+from lightning_offrl.data.d4rl_hdf5 import data_fingerprint, dataset_summary, read_d4rl_attrs, read_d4rl_hdf5
 from lightning_offrl.data.registry import (
     DATASETS,
     DatasetSpec,
@@ -185,7 +185,7 @@ def datasets_info(name_or_path: str | Path, seed: int = 0) -> dict[str, Any]:
         d4rl = {"transitions": spec.num_steps, "episodes": spec.d4rl_episodes,
                 "ref_min_score": spec.task.ref_min_score, "ref_max_score": spec.task.ref_max_score}
     return {"name": name, "source": source, "path": str(path) if path else None, "is_replica": is_replica,
-            **summary,
+            **summary, "fingerprint": data_fingerprint(arrays),
             "normalized_score": score, "attrs": attrs, "d4rl": d4rl}
 
 
@@ -235,6 +235,8 @@ def print_datasets_info(info: dict[str, Any], console: Console | None = None) ->
          f"0 at return {d4rl['ref_min_score']:g}, 100 at {d4rl['ref_max_score']:g}" if d4rl else "-"),
         ("terminals / timeouts", f"{info['terminals']:,} / {info['timeouts']:,}", "-"),
         ("obs / act dims", f"{info['obs_dim']} / {info['act_dim']}", "-"),
+        # the `data` column of result rows trained on these arrays
+        ("fingerprint", info["fingerprint"], "-"),
     ]
     for key in ("recipe", "seed", "gym_id", "gymnasium_version", "mujoco_version", "created",
                 "build_seconds"):

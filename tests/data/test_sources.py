@@ -287,12 +287,15 @@ def test_datasets_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     task = get_dataset_spec("hopper-random-v2").task
     assert info["normalized_score"] == pytest.approx(float(task.normalized_score(info["return_mean"])))
     assert datasets_info(path)["return_mean"] == pytest.approx(info["return_mean"])
+    # the fingerprint result rows carry for these arrays; the 150-step build below holds others
+    assert info["fingerprint"] == datasets_info(path)["fingerprint"] and len(info["fingerprint"]) == 12
     # D4RL's published figures for the same name sit beside the replica's own
     assert info["d4rl"] == {"transitions": 1_000_000, "episodes": 45_240,
                             "ref_min_score": task.ref_min_score, "ref_max_score": task.ref_max_score}
 
     out = datasets_make("hopper-random-v2", steps=150, seed=1, out=tmp_path / "x.hdf5", progress=False)
     assert out == tmp_path / "x.hdf5" and datasets_info(out)["transitions"] == 150
+    assert datasets_info(out)["fingerprint"] != info["fingerprint"]
 
     parser = argparse.ArgumentParser(prog="lightning_offrl")
     add_datasets_parser(parser.add_subparsers(dest="command"))
