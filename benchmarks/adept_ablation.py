@@ -19,7 +19,7 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
-from lightning_offrl.sweep import FINISHED, read_csv, standard_error
+from lightning_offrl.sweep import FINISHED, PLACEMENT_SETTINGS, procedure_overrides, read_csv, standard_error
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,9 +49,14 @@ VARIANTS: dict[str, list[str]] = {
     # the paper's own ablation: the world model trained once and frozen
     "frozen_world_model": ["model.init_args.importance_sampling=false"],
 }
+# A run that took its pretrained world model from the cache (ADEPT's world_model_cache) runs the same
+# procedure as one that pretrained its own (sweep.PLACEMENT_SETTINGS).
+WORLD_MODEL_CACHE_SET = PLACEMENT_SETTINGS[0]
+
+
 def variant_of(row: dict[str, str]) -> str | None:
     """The variant a results row belongs to (by its config and overrides), or None."""
-    overrides = sorted((row.get("overrides") or "").replace("--", "").split())
+    overrides = sorted(procedure_overrides(row.get("overrides") or "").replace("--", "").split())
     if row["config"].startswith("iql_"):
         return "IQL alone" if not overrides else None
     if not row["config"].startswith("adept_iql_"):

@@ -21,7 +21,8 @@ Campaigns:
   over Q), SWG's as SWG-R with 32 candidates chosen by Q and by the sampled weight.
 * ``adept_ablation``: ADEPT + IQL in every variant of ``benchmarks/adept_ablation.py`` and IQL alone, on
   the three random and three medium-replay replicas, 3 seeds, 10,000 learner updates (screen with
-  ``--seeds 0 --datasets ...``; ``adept_ablation.py table`` reads the rows).
+  ``--seeds 0 --datasets ...``; ``adept_ablation.py table`` reads the rows). With ``--world-model-cache DIR``
+  the variants of one dataset and seed pretrain their world model once (ADEPT's ``world_model_cache``).
 * ``swg_settings``: SWG with the settings of the authors' JAX code (``conf/swg_hopper.yaml``) against those
   of their PyTorch code (``conf/swg_hopper_torch.yaml``, whose 1M critic updates become a third of the
   budget, as the JAX config's), hopper-medium, 3 seeds, 20,000 updates.
@@ -35,7 +36,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adept_ablation import VARIANTS as ADEPT_VARIANTS  # benchmarks/ is the script's own folder
+# benchmarks/ is the script's own folder
+from adept_ablation import VARIANTS as ADEPT_VARIANTS, WORLD_MODEL_CACHE_SET, procedure_overrides
 from lightning_offrl.sweep import FINISHED, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,10 +93,12 @@ CAMPAIGNS: dict[str, list[Group]] = {
 
 
 def done_keys(csv_path: Path) -> set[tuple[str, str, int, int, str]]:
-    """(config, dataset, seed, updates, overrides) of the finished training rows in ``csv_path``."""
+    """(config, dataset, seed, updates, procedure overrides) of the finished training rows in ``csv_path``
+    (a shared world-model cache does not make another run: :func:`adept_ablation.procedure_overrides`)."""
     if not csv_path.is_file():
         return set()
-    return {(row["config"], row["dataset"], int(row["seed"]), int(row["updates"]), row.get("overrides") or "")
+    return {(row["config"], row["dataset"], int(row["seed"]), int(row["updates"]),
+             procedure_overrides(row.get("overrides") or ""))
             for row in read_csv(csv_path) if row.get("status") == FINISHED and not row.get("evaluated_with")}
 
 
@@ -114,13 +118,17 @@ def missing_runs(groups: list[Group], done: set[tuple[str, str, int, int, str]],
     return out
 
 
-def sweep_command(group: Group, dataset: str, seeds: list[int], output: Path, num_cpus: int) -> list[str]:
-    """One sweep over ``seeds`` (run ``num_cpus`` at a time)."""
+def sweep_command(group: Group, dataset: str, seeds: list[int], output: Path, num_cpus: int,
+                  world_model_cache: Path | None = None) -> list[str]:
+    """One sweep over ``seeds`` (run ``num_cpus`` at a time); ADEPT's runs share ``world_model_cache``
+    where it is given."""
     command = ["sweep", "--configs", group.config_for(dataset), "--datasets", dataset,
                "--seeds", *map(str, seeds), "--updates", str(group.updates), "--num-cpus", str(num_cpus),
                "--output", str(output / group.name)]
     for override in group.sets:
         command += ["--set", override]
+    if world_model_cache is not None and group.config.startswith("adept_"):
+        command += ["--set", f"{WORLD_MODEL_CACHE_SET}{world_model_cache}"]
     for setting in group.eval_also:
         command += ["--eval-also", setting]
     return command
@@ -141,6 +149,10 @@ def main() -> None:
     run.add_argument("--num-cpus", type=int, default=1, help="CPUs of each sweep's Ray (its runs at once)")
     run.add_argument("--csv", type=Path, default=ROOT / "docs" / "results" / "results.csv")
     run.add_argument("--dry-run", action="store_true", help="print the missing runs' sweep commands only")
+    run.add_argument("--world-model-cache", type=Path, default=None,
+                     help="ADEPT's runs share their pretrained world models through this folder "
+                          "(model.init_args.world_model_cache): a variant pretrains only where no run of the "
+                          "same data, world-model settings and seed has")
     args = parser.parse_args()
 
     if args.command == "list":
@@ -166,7 +178,7 @@ def main() -> None:
         todo = todo[: args.max_sweeps]
     print(f"{sum(len(seeds) for _, _, seeds in todo)} run(s) to do in {len(todo)} sweep(s)", flush=True)
     for group, dataset, seeds in todo:
-        command = sweep_command(group, dataset, seeds, args.output, args.num_cpus)
+        command = sweep_command(group, dataset, seeds, args.output, args.num_cpus, args.world_model_cache)
         print("lightning_offrl " + " ".join(command), flush=True)
         if args.dry_run:
             continue

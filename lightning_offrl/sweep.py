@@ -885,6 +885,17 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# Settings that say where a run keeps what it shares, not what it computes: ADEPT's cache of pretrained
+# world models (a run from the cache is the same procedure as one that pretrained its own). Tables group
+# rows without them; the rows still record them.
+PLACEMENT_SETTINGS = ("model.init_args.world_model_cache=",)
+
+
+def procedure_overrides(overrides: str) -> str:
+    """A row's ``overrides`` without its placement settings (:data:`PLACEMENT_SETTINGS`)."""
+    return " ".join(o for o in overrides.split() if not o.lstrip("-").startswith(PLACEMENT_SETTINGS))
+
+
 def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() == "true"
 
@@ -901,7 +912,7 @@ def render_table(rows: Sequence[dict[str, Any]]) -> str:
     for row in rows:
         if row.get("status") != FINISHED:
             continue
-        settings = row.get("overrides") or ""
+        settings = procedure_overrides(row.get("overrides") or "")
         if row.get("evaluated_with"):
             settings = (settings + "; " if settings else "") + f"evaluated with {row['evaluated_with']}"
         hardware = row.get("hardware") or "cpu"

@@ -47,3 +47,23 @@ def test_campaign_runs_only_what_the_results_lack(tmp_path: Path) -> None:
     command = campaign.sweep_command(group, "walker2d-medium-v2", [0, 1], tmp_path, 2)
     assert command[:3] == ["sweep", "--configs", "iql_walker2d"] and command[-2:] == ["--set", campaign.EVAL_EVERY_5K]
     assert command[command.index("--output") + 1] == str(tmp_path / "iql")
+
+
+def test_runs_from_the_world_model_cache_count_as_their_variant(tmp_path: Path) -> None:
+    cached = f"model.init_args.rollout_std_scale=0.0 {adept_ablation.WORLD_MODEL_CACHE_SET}/tmp/wm"
+    rows = [row("iql_walker2d", 21.0, data="b" * 12), row("adept_iql_walker2d", 23.0, data="b" * 12, overrides=cached),
+            row("adept_iql_walker2d", 25.0, seed=1, data="b" * 12, overrides="model.init_args.rollout_std_scale=0.0")]
+    assert adept_ablation.variant_of(rows[1]) == "rollout_mean"
+    lines = adept_ablation.table(rows).splitlines()[2:]
+    assert any("| rollout_mean | 2 | 24.0 ± 1.0 |" in line for line in lines)
+    # The campaign takes a cached run as done, and passes the cache to ADEPT's sweeps only.
+    csv_rows = [{**r, "status": "finished"} for r in rows]
+    done = {(r["config"], r["dataset"], int(r["seed"]), int(r["updates"]),
+             campaign.procedure_overrides(r["overrides"])) for r in csv_rows}
+    group = campaign.Group("rollout_mean", "adept_iql_{env}", ("walker2d-medium-replay-v2",), seeds=(0, 1),
+                           updates=10_000, sets=("model.init_args.rollout_std_scale=0.0",))
+    assert campaign.missing_runs([group], done, None) == []
+    command = campaign.sweep_command(group, "walker2d-medium-replay-v2", [2], tmp_path, 1, tmp_path / "wm")
+    assert command[-2:] == ["--set", f"{adept_ablation.WORLD_MODEL_CACHE_SET}{tmp_path / 'wm'}"]
+    iql = campaign.Group("iql", "iql_{env}", ("walker2d-medium-replay-v2",), updates=10_000, sets=())
+    assert "--set" not in campaign.sweep_command(iql, "walker2d-medium-replay-v2", [2], tmp_path, 1, tmp_path / "wm")

@@ -239,6 +239,19 @@ def test_results_table_keeps_two_builds_of_a_replica_apart() -> None:
     assert lines[1].startswith("| walker2d-medium-replay-v2 (replica bea2ab7d947c) |") and "21.0 (one seed)" in lines[1]
 
 
+def test_results_table_groups_runs_that_shared_a_world_model_cache_with_their_setting() -> None:
+    from lightning_offrl.sweep import render_table
+
+    def row(seed: int, overrides: str) -> dict[str, str]:
+        return {"config": "adept_iql_hopper", "dataset": "hopper-random-v2", "seed": str(seed), "status": "finished",
+                "normalized_score": str(seed + 1.0), "updates": "10000", "train_minutes": "3", "replica": "True",
+                "data": "a" * 12, "overrides": overrides}
+
+    mean = "model.init_args.rollout_std_scale=0.0"
+    lines = render_table([row(0, mean), row(1, f"{mean} model.init_args.world_model_cache=/tmp/wm")]).splitlines()[2:]
+    assert len(lines) == 1 and f"| {mean} |" in lines[0] and "1.0, 2.0" in lines[0]
+
+
 def test_history_csv_renders_the_results_table() -> None:
     """docs/results/results.csv (the imported records) gives exactly the table in docs/results.md."""
     from lightning_offrl.sweep import read_csv, render_table

@@ -47,11 +47,13 @@ from functools import partial
 from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.nn import functional as F
 
 from lightning_offrl.algos.base import OfflineRLModule, OptimizerFactory, building_inner_module
 from lightning_offrl.algos.losses import effective_sample_size, importance_weights
+from lightning_offrl.algos.world_model_cache import entry_path, load_entry, save_entry, tensor_digest
 from lightning_offrl.data.buffer import Batch, TransitionBuffer
 from lightning_offrl.data.rollout_buffer import RolloutBuffer
 from lightning_offrl.diffusion import VPDiffusion, classifier_free_eps_fn, drop_condition
@@ -244,6 +246,10 @@ class ADEPT(OfflineRLModule):
         sampling_seed: seed of ADEPT's own random stream (world-model batches, rollouts); rank ``r``
             adds ``r``. ``None`` (default) draws it from torch's global generator, so that
             ``seed_everything`` gives every run its own stream.
+        world_model_cache: a folder of pretrained world models (``lightning_offrl.algos.world_model_cache``):
+            a run whose pretraining (same data, world-model settings, optimizers and sampling seed) is
+            stored there starts from it; one whose is not pretrains and stores it. ``None`` (default):
+            every run pretrains its own. For recipe screens, where every variant pretrains the same model.
         optimizer: factory of the world-model and behaviour-policy optimizers (default Adam, lr 3e-4);
             the learner's optimizers are configured in its own ``init_args``.
         max_updates: budget in *learner* updates.
@@ -283,6 +289,7 @@ class ADEPT(OfflineRLModule):
         terminal_threshold: float = 0.5,
         heldout_segments: int = 128,
         sampling_seed: int | None = None,
+        world_model_cache: str | None = None,
         optimizer: OptimizerFactory | None = None,
         max_updates: int = 1_000_000,
         log_every: int = 1000,
@@ -354,6 +361,7 @@ class ADEPT(OfflineRLModule):
         if sampling_seed is None:
             sampling_seed = int(torch.randint(2**31 - 1, ()))
         self.sampling_seed = int(sampling_seed)
+        self.world_model_cache = None if world_model_cache in (None, "") else str(world_model_cache)
         self.optimizer_factory = optimizer
 
         # -- the wrapped learner
@@ -415,6 +423,8 @@ class ADEPT(OfflineRLModule):
         self._pending_generator_state: torch.Tensor | None = None
         self._num_learner_optimizers = 0
         self._num_learner_schedulers = 0
+        # The cache key of this run's pretraining, while it is due to be stored (world_model_cache).
+        self._pending_cache_key: dict[str, Any] | None = None
 
     # ================================================================== the learner interface
     def _learner_actor(self) -> Any:
@@ -879,6 +889,66 @@ class ADEPT(OfflineRLModule):
                 self.log("train/world_model_updates", count, on_step=True, on_epoch=False)
         self.world_model_metrics.update(metrics)
         self.check_finite(metrics)
+        if not self.in_pretraining and self._pending_cache_key is not None:
+            self._store_pretraining()
+
+    # ================================================================== the pretraining cache
+    def world_model_cache_key(self) -> dict[str, Any]:
+        """Everything the world model's pretraining depends on (see ``world_model_cache``)."""
+        if self.real_buffer is None:
+            raise ConfigError("ADEPT's world-model cache keys on the training data: attach_dataset(buffer) first")
+        buffer = self.real_buffer
+        settings = ("obs_dim", "act_dim", "hidden_dim", "depth", "diffusion_steps", "condition_dropout",
+                    "diffusion_target", "reward_hidden_dims", "behavior_policy", "behavior_hidden_dims",
+                    "world_model_batch_size", "world_model_pretrain_updates", "heldout_segments")
+        key: dict[str, Any] = {name: self.hparams[name] for name in settings}
+        key["reward_hidden_dims"] = list(key["reward_hidden_dims"])
+        key["behavior_hidden_dims"] = list(key["behavior_hidden_dims"])
+        key["behavior_trained"] = bool(self.importance_sampling)  # pi_b is fit only when weights need it
+        key["sampling_seed"] = self.sampling_seed
+        key["data"] = tensor_digest({
+            "observations": buffer.observations, "actions": buffer.actions, "rewards": buffer.rewards,
+            "next_observations": buffer.next_observations, "terminals": buffer.terminals,
+        })
+        key["optimizers"] = [
+            [type(getattr(opt, "optimizer", opt)).__name__,
+             [{k: v for k, v in group.items() if k not in ("params", "initial_lr")}
+              for group in getattr(opt, "optimizer", opt).param_groups]]
+            for opt in self._world_model_optimizers()
+        ]
+        return key
+
+    def _restore_pretraining(self) -> None:
+        """At the start of a fresh fit: loads the cached pretraining, or arranges to store this run's."""
+        key = self.world_model_cache_key()
+        entry = load_entry(self.world_model_cache, key)
+        if entry is None:
+            self._pending_cache_key = key
+            return
+        self.denoiser.load_state_dict(entry["denoiser"])
+        self.reward_model.load_state_dict(entry["reward_model"])
+        self.behavior.load_state_dict(entry["behavior"])
+        for opt, state in zip(self._world_model_optimizers(), entry["optimizers"]):
+            getattr(opt, "optimizer", opt).load_state_dict(state)
+        if entry.get("generator_device") == self.generator.device.type:
+            self.generator.set_state(entry["generator"])
+        self.world_model_updates.fill_(self.world_model_pretrain_updates)
+        rank_zero_info(f"ADEPT: the world model's {self.world_model_pretrain_updates:,} pretraining updates "
+                       f"come from {entry_path(self.world_model_cache, key)}")
+
+    def _store_pretraining(self) -> None:
+        key, self._pending_cache_key = self._pending_cache_key, None
+        if key is None or (self._trainer is not None and self.trainer.global_rank != 0):
+            return
+        path = save_entry(self.world_model_cache, key, {
+            "denoiser": self.denoiser.state_dict(),
+            "reward_model": self.reward_model.state_dict(),
+            "behavior": self.behavior.state_dict(),
+            "optimizers": [getattr(opt, "optimizer", opt).state_dict() for opt in self._world_model_optimizers()],
+            "generator": self.generator.get_state(),
+            "generator_device": self.generator.device.type,
+        })
+        rank_zero_info(f"ADEPT: stored the pretrained world model in {path}")
 
     def policy(self, obs: torch.Tensor) -> torch.Tensor:
         return self.learner.policy(obs)
@@ -908,13 +978,19 @@ class ADEPT(OfflineRLModule):
             )
         self.rollout_buffer.to(self.obs_mean.device)
         self.learner.on_fit_start()
+        if self.world_model_cache is not None:
+            if not self.needs_world_model:
+                rank_zero_warn("model.world_model_cache is set, but synthetic_data: false trains no world model; "
+                               "the cache is not used")
+            elif int(self.world_model_updates) == 0 and self.world_model_pretrain_updates > 0:
+                self._restore_pretraining()  # a resumed fit (world_model_updates > 0) has its own model
         # The CLI sizes max_epochs from max_updates (learner updates); pretraining batches do no learner
         # update, so add the epochs they take (trainer.should_stop still ends the run at max_updates).
         fit_loop = self.trainer.fit_loop
         datamodule = getattr(self.trainer, "datamodule", None)
         steps_per_epoch = getattr(datamodule, "steps_per_epoch", 0)
         updates_per_epoch = steps_per_epoch * getattr(datamodule, "batches_per_step", 0)
-        if self.needs_world_model and fit_loop.max_epochs not in (None, -1) and updates_per_epoch > 0:
+        if self.in_pretraining and fit_loop.max_epochs not in (None, -1) and updates_per_epoch > 0:
             fit_loop.max_epochs += math.ceil(self.world_model_pretrain_updates / updates_per_epoch) + 1
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -489,3 +489,57 @@ def test_rollouts_report_how_much_of_the_policy_sits_at_the_action_bounds() -> N
         assert 0.0 <= float(stats["rollout/policy_mode_at_bound"]) <= 1.0
     # sigma e^-3 ~ 0.05 around a near-zero mean: none at the bounds; sigma e ~ 2.7: most of them
     assert shares[-3.0] == 0.0 and shares[1.0] > 0.5
+
+
+# ----------------------------------------------------------------------------- the pretraining cache
+def test_world_model_cache_stores_then_restores_the_pretraining(pointgoal_file: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    torch.manual_seed(0)
+    first = tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=3, rollout_std_scale=0.0)
+    pretrain_calls: list[int] = []
+    first_pretrain = first.pretrain_update
+    first.pretrain_update = lambda: (pretrain_calls.append(1), first_pretrain())[1]  # type: ignore[method-assign]
+    fit(first, small_datamodule(pointgoal_file), tmp_path / "first")
+    assert len(pretrain_calls) == TINY["world_model_pretrain_updates"]
+    entries = list(cache.glob("world_model-*.pt"))
+    assert len(entries) == 1
+
+    # Another variant of the closed loop (full rollout noise, another learner init) with the same
+    # world-model settings and seed: no pretraining update of its own, the stored networks, and the
+    # same world-model update count as a run that pretrained.
+    torch.manual_seed(1)
+    second = tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=3)
+    second.pretrain_update = lambda: pytest.fail("pretrained again")  # type: ignore[method-assign]
+    stored = torch.load(entries[0], weights_only=False)
+    captured: dict[str, torch.Tensor] = {}
+    generate = second.generate_rollouts
+
+    def capture(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        if not captured:  # the first round starts from the stored world model exactly
+            captured.update({k: v.clone() for k, v in second.denoiser.state_dict().items()})
+        return generate(*args, **kwargs)
+
+    second.generate_rollouts = capture  # type: ignore[method-assign]
+    fit(second, small_datamodule(pointgoal_file), tmp_path / "second")
+    for name, value in stored["denoiser"].items():
+        torch.testing.assert_close(captured[name], value)
+    assert int(second.num_updates) == 8
+    assert int(second.world_model_updates) == int(first.world_model_updates)
+    assert len(list(cache.glob("world_model-*.pt"))) == 1
+
+    # Another sampling seed or another world model is another entry.
+    third = tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=4)
+    fit(third, small_datamodule(pointgoal_file), tmp_path / "third")
+    assert len(list(cache.glob("world_model-*.pt"))) == 2
+
+
+def test_a_damaged_cache_entry_is_named_and_left_alone(pointgoal_file: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    fit(tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=3),
+        small_datamodule(pointgoal_file), tmp_path / "first")
+    (entry,) = cache.glob("world_model-*.pt")
+    entry.write_bytes(entry.read_bytes()[:100])
+    with pytest.raises(ConfigError, match=f"{entry.name} is not readable.*delete .*{entry.name}"):
+        fit(tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=3),
+            small_datamodule(pointgoal_file), tmp_path / "second")
+    assert entry.stat().st_size == 100  # nothing overwritten behind the user's back
