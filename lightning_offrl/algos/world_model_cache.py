@@ -1,7 +1,7 @@
 """A cache of ADEPT's pretrained world models, shared by runs that would pretrain the same one.
 
-World-model pretraining is most of an ADEPT run's time at the budgets of a recipe screen (10,000
-world-model updates against 10,000 learner updates, the former five times as costly), and every variant
+World-model pretraining is most of an ADEPT run's time at the budgets of a recipe screen (about two
+thirds of a run of 10,000 learner updates, docs/benchmarks.md), and every variant
 of the closed loop (synthetic share, rollout noise, uncertainty penalty, ...) pretrains exactly the same
 model. With ``world_model_cache: DIR``, a run looks up its pretraining under a key made of everything
 that determines it, and either starts from the stored result or pretrains and stores it:
@@ -12,9 +12,9 @@ that determines it, and either starts from the stored result or pretrains and st
   length, the held-out segments and ADEPT's sampling seed (so two seeds never share a model);
 * the world-model and behaviour optimizers' class and settings.
 
-An entry holds the three networks' weights, their optimizers' states, ADEPT's random stream as
-pretraining left it and the held-out rows, so the closed loop continues as it would have after its own
-pretraining. Only the real batches the data module hands the learner differ (a run that pretrained has
+An entry holds the three networks' weights, their optimizers' states and ADEPT's random stream as
+pretraining left it (the held-out rows follow from the data and the seed, both in the key), so the
+closed loop continues as it would have after its own pretraining. Only the real batches the data module hands the learner differ (a run that pretrained has
 drawn a thousand of them meanwhile): runs from the cache are the same procedure, not the same bits.
 Entries are written atomically and checked on reading; a damaged one is reported with its path.
 """
