@@ -22,7 +22,9 @@ Campaigns:
 * ``adept_ablation``: ADEPT + IQL in every variant of ``benchmarks/adept_ablation.py`` and IQL alone, on
   the three random and three medium-replay replicas, 3 seeds, 10,000 learner updates (screen with
   ``--seeds 0 --datasets ...``; ``adept_ablation.py table`` reads the rows). With ``--world-model-cache DIR``
-  the variants of one dataset and seed pretrain their world model once (ADEPT's ``world_model_cache``).
+  the variants of one dataset and seed pretrain their world model once (ADEPT's ``world_model_cache``),
+  and with ``--same-data`` IQL alone and every variant run again on a replica built here, where the
+  results hold them only on another build.
 * ``swg_settings``: SWG with the settings of the authors' JAX code (``conf/swg_hopper.yaml``) against those
   of their PyTorch code (``conf/swg_hopper_torch.yaml``, whose 1M critic updates become a third of the
   budget, as the JAX config's), hopper-medium, 3 seeds, 20,000 updates.
@@ -92,14 +94,35 @@ CAMPAIGNS: dict[str, list[Group]] = {
 }
 
 
-def done_keys(csv_path: Path) -> set[tuple[str, str, int, int, str]]:
+def done_keys(csv_path: Path, fingerprints: dict[str, str] | None = None) -> set[tuple[str, str, int, int, str]]:
     """(config, dataset, seed, updates, procedure overrides) of the finished training rows in ``csv_path``
-    (a shared world-model cache does not make another run: :func:`adept_ablation.procedure_overrides`)."""
+    (a shared world-model cache does not make another run: :func:`adept_ablation.procedure_overrides`).
+
+    With ``fingerprints`` (dataset -> data fingerprint of the local file), a row of such a dataset counts
+    only when it trained on those arrays (its ``data`` column); other datasets count rows of any build.
+    """
     if not csv_path.is_file():
         return set()
+    fingerprints = fingerprints or {}
     return {(row["config"], row["dataset"], int(row["seed"]), int(row["updates"]),
              procedure_overrides(row.get("overrides") or ""))
-            for row in read_csv(csv_path) if row.get("status") == FINISHED and not row.get("evaluated_with")}
+            for row in read_csv(csv_path) if row.get("status") == FINISHED and not row.get("evaluated_with")
+            and (row["dataset"] not in fingerprints or (row.get("data") or "") == fingerprints[row["dataset"]])}
+
+
+def local_fingerprints(datasets: list[str]) -> dict[str, str]:
+    """Data fingerprints of the datasets present on this machine (as ``datasets info`` prints them);
+    a dataset with nothing here is left out (its sweep builds it)."""
+    from lightning_offrl.data.commands import datasets_info
+    from lightning_offrl.errors import DatasetError
+
+    out = {}
+    for name in datasets:
+        try:
+            out[name] = datasets_info(name)["fingerprint"]
+        except DatasetError:
+            continue
+    return out
 
 
 def missing_runs(groups: list[Group], done: set[tuple[str, str, int, int, str]], datasets: list[str] | None,
@@ -149,6 +172,9 @@ def main() -> None:
     run.add_argument("--num-cpus", type=int, default=1, help="CPUs of each sweep's Ray (its runs at once)")
     run.add_argument("--csv", type=Path, default=ROOT / "docs" / "results" / "results.csv")
     run.add_argument("--dry-run", action="store_true", help="print the missing runs' sweep commands only")
+    run.add_argument("--same-data", action="store_true",
+                     help="a run is done only when the results hold it on the arrays of this machine's file of "
+                          "its dataset (the data fingerprint; a replica built on another CPU holds others)")
     run.add_argument("--world-model-cache", type=Path, default=None,
                      help="ADEPT's runs share their pretrained world models through this folder "
                           "(model.init_args.world_model_cache): a variant pretrains only where no run of the "
@@ -173,7 +199,13 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"{args.campaign} has no group {', '.join(sorted(unknown))}; "
                          f"its groups: {', '.join(g.name for g in CAMPAIGNS[args.campaign])}")
-    todo = missing_runs(groups, done_keys(args.csv), args.datasets, args.seeds)
+    fingerprints = None
+    if args.same_data:
+        fingerprints = local_fingerprints(sorted({d for g in groups for d in g.datasets
+                                                  if not args.datasets or d in args.datasets}))
+        for name, fingerprint in fingerprints.items():
+            print(f"{name}: counting only rows trained on this machine's data {fingerprint}", flush=True)
+    todo = missing_runs(groups, done_keys(args.csv, fingerprints), args.datasets, args.seeds)
     if args.max_sweeps is not None:
         todo = todo[: args.max_sweeps]
     print(f"{sum(len(seeds) for _, _, seeds in todo)} run(s) to do in {len(todo)} sweep(s)", flush=True)

@@ -67,3 +67,18 @@ def test_runs_from_the_world_model_cache_count_as_their_variant(tmp_path: Path) 
     assert command[-2:] == ["--set", f"{adept_ablation.WORLD_MODEL_CACHE_SET}{tmp_path / 'wm'}"]
     iql = campaign.Group("iql", "iql_{env}", ("walker2d-medium-replay-v2",), updates=10_000, sets=())
     assert "--set" not in campaign.sweep_command(iql, "walker2d-medium-replay-v2", [2], tmp_path, 1, tmp_path / "wm")
+
+
+def test_campaign_same_data_counts_only_rows_on_this_machines_build(tmp_path: Path) -> None:
+    from lightning_offrl.sweep import CSV_COLUMNS, write_csv
+
+    rows = [{**row("iql_walker2d", 17.0, data=""), "replica": "True"},  # a build before fingerprints
+            {**row("iql_walker2d", 21.0, seed=1, data="c" * 12), "replica": "True"}]
+    csv_path = tmp_path / "results.csv"
+    write_csv([{c: r.get(c, "") for c in CSV_COLUMNS} for r in rows], csv_path)
+    group = campaign.Group("iql", "iql_{env}", ("walker2d-medium-replay-v2",), seeds=(0, 1), updates=10_000, sets=())
+    assert campaign.missing_runs([group], campaign.done_keys(csv_path), None) == []
+    this_build = campaign.done_keys(csv_path, {"walker2d-medium-replay-v2": "c" * 12})
+    assert [(d, s) for _, d, s in campaign.missing_runs([group], this_build, None)] == [("walker2d-medium-replay-v2", [0])]
+    other_build = campaign.done_keys(csv_path, {"walker2d-medium-replay-v2": "d" * 12})
+    assert [(d, s) for _, d, s in campaign.missing_runs([group], other_build, None)] == [("walker2d-medium-replay-v2", [0, 1])]
