@@ -985,12 +985,14 @@ class ADEPT(OfflineRLModule):
             elif int(self.world_model_updates) == 0 and self.world_model_pretrain_updates > 0:
                 self._restore_pretraining()  # a resumed fit (world_model_updates > 0) has its own model
         # The CLI sizes max_epochs from max_updates (learner updates); pretraining batches do no learner
-        # update, so add the epochs they take (trainer.should_stop still ends the run at max_updates).
+        # update, so add the epochs they take (trainer.should_stop still ends the run at max_updates). Also
+        # when resuming after pretraining (the restored epoch counts them) or loading it from the cache
+        # (a few spare epochs cost nothing).
         fit_loop = self.trainer.fit_loop
         datamodule = getattr(self.trainer, "datamodule", None)
         steps_per_epoch = getattr(datamodule, "steps_per_epoch", 0)
         updates_per_epoch = steps_per_epoch * getattr(datamodule, "batches_per_step", 0)
-        if self.in_pretraining and fit_loop.max_epochs not in (None, -1) and updates_per_epoch > 0:
+        if self.needs_world_model and fit_loop.max_epochs not in (None, -1) and updates_per_epoch > 0:
             fit_loop.max_epochs += math.ceil(self.world_model_pretrain_updates / updates_per_epoch) + 1
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
