@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import tempfile
 import time
 import warnings
@@ -48,6 +47,7 @@ from torch import nn
 import lightning_offrl
 from lightning_offrl.algos.base import OfflineRLModule
 from lightning_offrl.errors import OffRLError
+from lightning_offrl.files import write_atomically
 
 FORMATS: tuple[str, ...] = ("torchscript", "onnx")
 # Output suffixes that name a format when --format is not given.
@@ -280,26 +280,10 @@ def export_metadata(module: OfflineRLModule, info: Mapping[str, Any], fmt: str) 
     }
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` into a temporary file beside ``path``, then rename it over ``path``.
-
-    An interrupted export leaves any earlier file at ``path`` untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_torchscript(graph: torch.jit.ScriptModule, path: Path, metadata: Mapping[str, Any]) -> None:
     """Writes ``graph`` with ``metadata`` as the extra file ``lightning_offrl.json``."""
     extra = {METADATA_FILE: json.dumps(metadata, indent=2, sort_keys=True)}
-    _write_atomically(path, lambda tmp: torch.jit.save(graph, str(tmp), _extra_files=extra))
+    write_atomically(path, lambda tmp: torch.jit.save(graph, str(tmp), _extra_files=extra))
 
 
 def save_onnx(
@@ -326,7 +310,7 @@ def save_onnx(
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     model.producer_name, model.producer_version = "lightning_offrl", lightning_offrl.__version__
     onnx.checker.check_model(model)
-    _write_atomically(path, lambda tmp: onnx.save(model, str(tmp)))
+    write_atomically(path, lambda tmp: onnx.save(model, str(tmp)))
 
 
 # ------------------------------------------------------------------------------------- reading
@@ -443,7 +427,7 @@ def export_module(
         seconds = time.perf_counter() - start
         # Check the file as a user will open it before it replaces anything at `output`.
         error = check_against_act(staged, module)
-        _write_atomically(output, lambda tmp: tmp.write_bytes(staged.read_bytes()))
+        write_atomically(output, lambda tmp: tmp.write_bytes(staged.read_bytes()))
     return {**metadata, "export_seconds": seconds, "max_abs_error": error}
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from lightning_offrl.errors import ConfigError, OffRLError
+from lightning_offrl.files import write_atomically
 
 RESULT_FILE = "result.json"
 LOG_FILE = "train.log"
@@ -231,9 +232,7 @@ def write_result(run_dir: Path, record: dict[str, Any]) -> None:
     """Writes ``result.json`` atomically: a stopped sweep never leaves half a file behind."""
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {**record, "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    tmp = run_dir / f".{RESULT_FILE}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, run_dir / RESULT_FILE)
+    _atomic_write(run_dir / RESULT_FILE, json.dumps(record, indent=1) + "\n")
 
 
 def run_state(spec: RunSpec) -> tuple[str, dict[str, Any] | None]:
@@ -880,9 +879,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 # Settings that say where a run keeps what it shares, not what it computes: ADEPT's cache of pretrained
@@ -1035,10 +1032,9 @@ def plot_curves(curves: dict[str, dict[str, dict[str, Any]]], path: Path) -> Non
     for ax in list(axes.flat)[len(datasets):]:
         ax.set_visible(False)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=120)
+    # The temporary file's suffix is not the image's, so the format is named.
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".")))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_report(output: Path) -> list[Path]:

@@ -29,24 +29,27 @@ from typing import Any, Mapping
 
 import torch
 
+from lightning_offrl.data.d4rl_hdf5 import data_fingerprint
 from lightning_offrl.errors import ConfigError
+from lightning_offrl.files import write_atomically
 
 FORMAT = "lightning_offrl.adept_world_model/1"
 
 
 def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """BLAKE2b (16 hex digits) over the named tensors' shapes, dtypes and bytes, in key order."""
-    digest = hashlib.blake2b(digest_size=8)
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
-    return digest.hexdigest()
+    """:func:`~lightning_offrl.data.d4rl_hdf5.data_fingerprint` of the named tensors, in key order."""
+    arrays = {name: tensor.detach().cpu().numpy() for name, tensor in tensors.items()}
+    return data_fingerprint(arrays, keys=sorted(arrays))
+
+
+def _plain(key: Mapping[str, Any]) -> Any:
+    """``key`` as JSON gives it back (tuples as lists, anything else as its string): what is stored."""
+    return json.loads(json.dumps(key, sort_keys=True, default=str))
 
 
 def entry_name(key: Mapping[str, Any]) -> str:
     """The file name of a key: ``world_model-<16 hex>.pt``."""
-    text = json.dumps(key, sort_keys=True, default=str)
+    text = json.dumps(_plain(key), sort_keys=True)
     return f"world_model-{hashlib.blake2b(text.encode(), digest_size=8).hexdigest()}.pt"
 
 
@@ -57,13 +60,7 @@ def entry_path(directory: str | os.PathLike[str], key: Mapping[str, Any]) -> Pat
 def save_entry(directory: str | os.PathLike[str], key: Mapping[str, Any], state: Mapping[str, Any]) -> Path:
     """Writes ``state`` under ``key`` (a temporary file renamed into place: readers never see half a file)."""
     path = entry_path(directory, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save({"format": FORMAT, "key": json.loads(json.dumps(key, default=str)), **state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, lambda tmp: torch.save({"format": FORMAT, "key": _plain(key), **state}, tmp))
     return path
 
 
@@ -87,7 +84,7 @@ def load_entry(directory: str | os.PathLike[str], key: Mapping[str, Any]) -> dic
         raise ConfigError(f"model.world_model_cache: {path} is not a pretrained ADEPT world model "
                           f"(expected format {FORMAT!r}); {fix}")
     stored = entry.get("key")
-    expected = json.loads(json.dumps(key, default=str))
+    expected = _plain(key)
     if stored != expected:
         differing = sorted(k for k in set(stored or {}) | set(expected) if (stored or {}).get(k) != expected.get(k))
         raise ConfigError(f"model.world_model_cache: {path} was stored for other settings "

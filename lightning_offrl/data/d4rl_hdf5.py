@@ -20,7 +20,7 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -333,16 +333,16 @@ def episode_returns(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
 FINGERPRINT_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
 
-def data_fingerprint(arrays: Mapping[str, np.ndarray]) -> str:
+def data_fingerprint(arrays: Mapping[str, np.ndarray], keys: Sequence[str] = FINGERPRINT_KEYS) -> str:
     """12 hex digits identifying a dataset's contents: BLAKE2b over the shapes, dtypes and bytes of
-    its observations, actions, rewards, terminals and timeouts (those present).
+    its observations, actions, rewards, terminals and timeouts (those present; ``keys``: these instead).
 
     Two builds of a replica from the same recipe and seed get the same fingerprint only when their
     arrays are equal bit for bit (a policy-based replica built on another kind of CPU usually is not),
     so result rows that carry it can be compared build with build.
     """
     digest = hashlib.blake2b(digest_size=6)
-    for key in FINGERPRINT_KEYS:
+    for key in keys:
         if key not in arrays:
             continue
         values = np.ascontiguousarray(arrays[key])
