@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # benchmarks/ is the script's own folder
-from adept_ablation import VARIANTS as ADEPT_VARIANTS, WORLD_MODEL_CACHE_SET, procedure_overrides
-from lightning_offrl.sweep import FINISHED, read_csv
+from adept_ablation import VARIANTS as ADEPT_VARIANTS, WORLD_MODEL_CACHE_SET
+from lightning_offrl.sweep import FINISHED, procedure_overrides, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVS = ("hopper", "halfcheetah", "walker2d")
@@ -96,7 +96,7 @@ CAMPAIGNS: dict[str, list[Group]] = {
 
 def done_keys(csv_path: Path, fingerprints: dict[str, str] | None = None) -> set[tuple[str, str, int, int, str]]:
     """(config, dataset, seed, updates, procedure overrides) of the finished training rows in ``csv_path``
-    (a shared world-model cache does not make another run: :func:`adept_ablation.procedure_overrides`).
+    (a shared world-model cache does not make another run: :func:`lightning_offrl.sweep.procedure_overrides`).
 
     With ``fingerprints`` (dataset -> data fingerprint of the local file), a row of such a dataset counts
     only when it trained on those arrays (its ``data`` column); other datasets count rows of any build.

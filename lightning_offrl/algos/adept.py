@@ -146,6 +146,11 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _unwrapped(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimizer behind Lightning's ``LightningOptimizer`` wrapper (or the optimizer itself)."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
 def _single_or_list(items: list[Any]) -> Any:
     """What ``LightningModule.optimizers()`` returns: the item itself when there is one."""
     return items[0] if len(items) == 1 else items
@@ -480,7 +485,7 @@ class ADEPT(OfflineRLModule):
         schedulers = _as_list(self.lr_schedulers())[: self._num_learner_schedulers]
 
         def learner_optimizers(use_pl_optimizer: bool = True) -> Any:
-            chosen = optimizers if use_pl_optimizer else [getattr(o, "optimizer", o) for o in optimizers]
+            chosen = optimizers if use_pl_optimizer else [_unwrapped(o) for o in optimizers]
             return _single_or_list(chosen)
 
         def learner_schedulers() -> Any:
@@ -911,10 +916,9 @@ class ADEPT(OfflineRLModule):
             "next_observations": buffer.next_observations, "terminals": buffer.terminals,
         })
         key["optimizers"] = [
-            [type(getattr(opt, "optimizer", opt)).__name__,
-             [{k: v for k, v in group.items() if k not in ("params", "initial_lr")}
-              for group in getattr(opt, "optimizer", opt).param_groups]]
-            for opt in self._world_model_optimizers()
+            [type(opt).__name__,
+             [{k: v for k, v in group.items() if k not in ("params", "initial_lr")} for group in opt.param_groups]]
+            for opt in map(_unwrapped, self._world_model_optimizers())
         ]
         return key
 
@@ -929,7 +933,7 @@ class ADEPT(OfflineRLModule):
         self.reward_model.load_state_dict(entry["reward_model"])
         self.behavior.load_state_dict(entry["behavior"])
         for opt, state in zip(self._world_model_optimizers(), entry["optimizers"]):
-            getattr(opt, "optimizer", opt).load_state_dict(state)
+            _unwrapped(opt).load_state_dict(state)
         if entry.get("generator_device") == self.generator.device.type:
             self.generator.set_state(entry["generator"])
         self.world_model_updates.fill_(self.world_model_pretrain_updates)
@@ -944,7 +948,7 @@ class ADEPT(OfflineRLModule):
             "denoiser": self.denoiser.state_dict(),
             "reward_model": self.reward_model.state_dict(),
             "behavior": self.behavior.state_dict(),
-            "optimizers": [getattr(opt, "optimizer", opt).state_dict() for opt in self._world_model_optimizers()],
+            "optimizers": [_unwrapped(opt).state_dict() for opt in self._world_model_optimizers()],
             "generator": self.generator.get_state(),
             "generator_device": self.generator.device.type,
         })
