@@ -58,7 +58,7 @@ from lightning_offrl.data.buffer import Batch, TransitionBuffer
 from lightning_offrl.data.rollout_buffer import RolloutBuffer
 from lightning_offrl.diffusion import VPDiffusion, classifier_free_eps_fn, drop_condition
 from lightning_offrl.errors import ConfigError
-from lightning_offrl.networks import MLP, GaussianActor, TanhGaussianActor
+from lightning_offrl.networks import MLP, EnsembleMLP, GaussianActor, TanhGaussianActor
 from lightning_offrl.networks.denoisers import DenoiserMLP
 
 LearnerFactory = Callable[[int, int], OfflineRLModule]
@@ -229,9 +229,17 @@ class ADEPT(OfflineRLModule):
             standard deviation, in the model's standardised units), logged as
             ``rollout/mean_uncertainty``. 1 (default, the paper's): one draw, no uncertainty measured.
             Not in the paper; this project's option, in the spirit of MOPO's penalty.
+        uncertainty_ensemble: members of a dynamics ensemble trained beside the world model (0, the
+            default and the paper's: none). Each member is an MLP from ``(s, a)`` to the world model's
+            standardised target, fit by squared error on the pretraining batches; the rollout's
+            uncertainty ``u`` is then the members' disagreement (the Euclidean norm of the
+            per-dimension standard deviation of their predictions, in the same units as the spread
+            of ``uncertainty_samples``), as in MOPO's and MOReL's ensembles. Not in the paper; at least
+            2 when set, and not together with ``uncertainty_samples`` > 1 (one signal at a time).
+        ensemble_hidden_dims: hidden widths of every member of ``uncertainty_ensemble``.
         uncertainty_penalty: ``lambda`` of the penalised synthetic reward ``r - lambda u`` (rewards in
-            the learner's units); 0 (default, the paper's) leaves rewards as predicted. Needs
-            ``uncertainty_samples`` >= 2.
+            the learner's units); 0 (default, the paper's) leaves rewards as predicted. Needs an
+            uncertainty signal: ``uncertainty_samples`` >= 2 or ``uncertainty_ensemble`` >= 2.
         synthetic_start_updates: learner updates on real data only before the first rollouts (a
             real-data warm-up; 0: rollouts from the first update on, the paper's).
         synthetic_fraction: share of every learner batch drawn from the synthetic buffer.
@@ -284,6 +292,8 @@ class ADEPT(OfflineRLModule):
         rollout_retain_rounds: int = 5,
         rollout_std_scale: float = 1.0,
         uncertainty_samples: int = 1,
+        uncertainty_ensemble: int = 0,
+        ensemble_hidden_dims: Sequence[int] = (256, 256),
         uncertainty_penalty: float = 0.0,
         synthetic_start_updates: int = 0,
         synthetic_fraction: float = 0.5,
@@ -312,7 +322,8 @@ class ADEPT(OfflineRLModule):
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
         for name, value in (("world_model_pretrain_updates", world_model_pretrain_updates),
                             ("importance_updates", importance_updates), ("heldout_segments", heldout_segments),
-                            ("synthetic_start_updates", synthetic_start_updates)):
+                            ("synthetic_start_updates", synthetic_start_updates),
+                            ("uncertainty_ensemble", uncertainty_ensemble)):
             if int(value) != value or value < 0:
                 raise ConfigError(f"model.{name} must be a non-negative integer, got {value!r}")
         if not rollout_std_scale >= 0.0:
@@ -328,10 +339,24 @@ class ADEPT(OfflineRLModule):
             raise ConfigError(f"model.synthetic_fraction must lie in [0, 1), got {synthetic_fraction}")
         if not uncertainty_penalty >= 0.0:
             raise ConfigError(f"model.uncertainty_penalty must be at least 0, got {uncertainty_penalty}")
-        if uncertainty_penalty > 0.0 and uncertainty_samples < 2:
+        if uncertainty_ensemble == 1:
             raise ConfigError(
-                f"model.uncertainty_penalty={uncertainty_penalty} needs a spread of next states: set "
-                f"model.uncertainty_samples to 2 or more (got {uncertainty_samples}), or the penalty to 0"
+                "model.uncertainty_ensemble=1: one member has no disagreement to measure; use 2 or more "
+                "(MOPO uses 7), or 0 for no ensemble"
+            )
+        if uncertainty_ensemble > 0 and uncertainty_samples > 1:
+            raise ConfigError(
+                f"model.uncertainty_ensemble={uncertainty_ensemble} and model.uncertainty_samples="
+                f"{uncertainty_samples} are two uncertainty signals, and a rollout uses one: set "
+                "uncertainty_samples: 1 (the ensemble's disagreement) or uncertainty_ensemble: 0 (the spread "
+                "of the world model's draws)"
+            )
+        if uncertainty_penalty > 0.0 and uncertainty_samples < 2 and uncertainty_ensemble < 2:
+            raise ConfigError(
+                f"model.uncertainty_penalty={uncertainty_penalty} needs an uncertainty signal: set "
+                f"model.uncertainty_ensemble to 2 or more (a dynamics ensemble's disagreement) or "
+                f"model.uncertainty_samples to 2 or more (the spread of the world model's draws; got "
+                f"{uncertainty_samples}), or the penalty to 0"
             )
         if not 0.0 <= condition_dropout < 1.0:
             raise ConfigError(f"model.condition_dropout must lie in [0, 1), got {condition_dropout}")
@@ -355,6 +380,7 @@ class ADEPT(OfflineRLModule):
         self.rollout_std_scale = float(rollout_std_scale)
         self.uncertainty_samples = int(uncertainty_samples)
         self.uncertainty_penalty = float(uncertainty_penalty)
+        self.uncertainty_ensemble = int(uncertainty_ensemble)
         self.synthetic_start_updates = int(synthetic_start_updates)
         self.synthetic_data = synthetic_data
         self.importance_sampling = importance_sampling and synthetic_data
@@ -393,6 +419,12 @@ class ADEPT(OfflineRLModule):
         )
         # Reward and terminal logit from (s, a, s'): one trunk, two outputs.
         self.reward_model = MLP(2 * obs_dim + act_dim, 2, tuple(reward_hidden_dims))
+        # -- the optional dynamics ensemble whose disagreement measures the rollouts' uncertainty
+        self.dynamics_ensemble: EnsembleMLP | None = None
+        if self.uncertainty_ensemble > 0:
+            self.dynamics_ensemble = EnsembleMLP(
+                self.uncertainty_ensemble, obs_dim + act_dim, obs_dim, tuple(ensemble_hidden_dims)
+            )
         # -- the behaviour policy pi_b, fit by maximum likelihood to the dataset's actions
         if behavior_policy == "tanh_gaussian":
             self.behavior: nn.Module = TanhGaussianActor(obs_dim, act_dim, tuple(behavior_hidden_dims))
@@ -612,7 +644,9 @@ class ADEPT(OfflineRLModule):
         * ``diagnostics/reward_rmse_1``: the reward model on the generated next state, against the
           data's reward; ``diagnostics/return_error_10``: mean absolute error of the ten-step
           (undiscounted) sum of predicted rewards along the open-loop rollout;
-        * ``diagnostics/data_mean_reward``: the data's mean reward, next to ``rollout/mean_reward``.
+        * ``diagnostics/data_mean_reward``: the data's mean reward, next to ``rollout/mean_reward``;
+        * ``diagnostics/uncertainty_1`` (with an uncertainty signal): its mean on the held-out rows' own
+          ``(s, a)``, the in-data level that ``rollout/mean_uncertainty`` is read against.
 
         Empty when nothing is held out (``heldout_segments: 0``, or no episode of 10 rows).
         """
@@ -624,7 +658,7 @@ class ADEPT(OfflineRLModule):
         try:
             rows = (starts[:, None] + torch.arange(DIAGNOSTIC_HORIZON, device=starts.device)).reshape(-1)
             batch = buffer[rows]
-            predicted = self.sample_next_observations(batch.observations, batch.actions)
+            predicted, uncertainty = self.sample_next_observations_and_uncertainty(batch.observations, batch.actions)
             rewards, _ = self.predict_reward_terminal(batch.observations, batch.actions, predicted)
             obs = buffer.observations[starts]
             predicted_return = obs.new_zeros(starts.numel())
@@ -639,7 +673,9 @@ class ADEPT(OfflineRLModule):
         finally:
             self.train(was_training)
         last = buffer.next_observations[starts + DIAGNOSTIC_HORIZON - 1]
+        measured = {} if uncertainty is None else {"diagnostics/uncertainty_1": uncertainty.mean()}
         return {
+            **measured,
             "diagnostics/state_rmse_1": (predicted - batch.next_observations).square().mean().sqrt(),
             "diagnostics/state_rmse_1_unchanged": (batch.observations - batch.next_observations).square().mean().sqrt(),
             "diagnostics/state_rmse_10": (obs - last).square().mean().sqrt(),
@@ -670,6 +706,15 @@ class ADEPT(OfflineRLModule):
             "reward": (reward - batch.rewards).square(),
             "terminal": F.binary_cross_entropy_with_logits(terminal_logit, batch.terminals, reduction="none"),
         }
+
+    def ensemble_loss(self, batch: Batch) -> torch.Tensor:
+        """Mean squared error of the dynamics ensemble's members on the batch's standardised targets
+        (every member sees the whole batch; their different initialisations make them disagree away
+        from the data)."""
+        assert self.dynamics_ensemble is not None
+        x0 = self.diffusion_x0(batch.observations, batch.next_observations)
+        predicted = self.dynamics_ensemble.forward_shared(torch.cat([batch.observations, batch.actions], dim=-1))
+        return (predicted - x0).square().mean()
 
     def behavior_loss(self, batch: Batch) -> torch.Tensor:
         """Negative log-likelihood of the dataset's actions under ``pi_b`` (behaviour cloning)."""
@@ -712,6 +757,11 @@ class ADEPT(OfflineRLModule):
         world_model_opt, behavior_opt = self._world_model_optimizers()
         batch = self.sample_real(self.world_model_batch_size)
         loss, metrics = self.world_model_loss(batch)
+        if self.dynamics_ensemble is not None:
+            # The ensemble's parameters are in the world model's optimizer and disjoint from its networks'.
+            ensemble_loss = self.ensemble_loss(batch)
+            loss = loss + ensemble_loss
+            metrics["world_model/ensemble_loss"] = ensemble_loss.detach()
         self.optimizer_step_on(world_model_opt, loss)
         if self.importance_sampling:
             behavior_loss = self.behavior_loss(batch)
@@ -751,6 +801,33 @@ class ADEPT(OfflineRLModule):
         x0 = self._sample_x0(obs, actions, samples)
         return self.next_obs_from_x0(obs, x0[0]), x0.std(dim=0).norm(dim=-1)
 
+    @property
+    def measures_uncertainty(self) -> bool:
+        """Whether rollouts measure an uncertainty (``uncertainty_samples`` > 1 or ``uncertainty_ensemble``)."""
+        return self.uncertainty_samples > 1 or self.dynamics_ensemble is not None
+
+    @torch.no_grad()
+    def ensemble_uncertainty(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The dynamics ensemble's disagreement at ``(s, a)``: the norm of its members' per-dimension standard
+        deviation, in the world model's standardised units. ``(N, obs_dim), (N, act_dim) -> (N,)``."""
+        if self.dynamics_ensemble is None:
+            raise ConfigError("ADEPT has no dynamics ensemble: set model.uncertainty_ensemble to 2 or more")
+        predicted = self.dynamics_ensemble.forward_shared(torch.cat([obs, actions], dim=-1))
+        return predicted.std(dim=0).norm(dim=-1)
+
+    @torch.no_grad()
+    def sample_next_observations_and_uncertainty(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Next states from the guided world model and, when a signal is configured, their uncertainty:
+        the spread of ``uncertainty_samples`` draws or the ensemble's disagreement (else ``None``)."""
+        if self.uncertainty_samples > 1:
+            return self.sample_next_observations_with_uncertainty(obs, actions, self.uncertainty_samples)
+        next_obs = self.sample_next_observations(obs, actions)
+        if self.dynamics_ensemble is None:
+            return next_obs, None
+        return next_obs, self.ensemble_uncertainty(obs, actions)
+
     def _sample_x0(self, obs: torch.Tensor, actions: torch.Tensor, samples: int) -> torch.Tensor:
         """``samples`` guided DDPM draws of the standardised target per ``(s, a)``, as one batch.
         ``(N, obs_dim), (N, act_dim) -> (samples, N, obs_dim)``."""
@@ -789,7 +866,8 @@ class ADEPT(OfflineRLModule):
             ``rollout/transitions`` generated, ``rollout/mean_length``, ``rollout/mean_reward``, the share of
             the rollouts' action coordinates at the bounds (``|a| >= 0.999``, ``rollout/action_at_bound``)
             and of the policy's mean action on the start states (``rollout/policy_mode_at_bound``), and
-            with ``uncertainty_samples`` > 1 ``rollout/mean_uncertainty``.
+            with an uncertainty signal (``uncertainty_samples`` > 1 or ``uncertainty_ensemble``)
+            ``rollout/mean_uncertainty``.
         """
         num_starts = self.rollout_starts if num_starts is None else num_starts
         horizon = self.rollout_horizon if horizon is None else horizon
@@ -805,16 +883,12 @@ class ADEPT(OfflineRLModule):
             for _ in range(horizon):
                 actions = self.sample_policy_actions(obs)
                 at_bound_sum = at_bound_sum + (actions.abs() >= BOUND_SHARE_THRESHOLD).float().mean(dim=-1).sum()
-                if self.uncertainty_samples > 1:
-                    next_obs, uncertainty = self.sample_next_observations_with_uncertainty(
-                        obs, actions, self.uncertainty_samples
-                    )
-                    uncertainty_sum = uncertainty_sum + uncertainty.sum()
-                else:
-                    next_obs, uncertainty = self.sample_next_observations(obs, actions), None
+                next_obs, uncertainty = self.sample_next_observations_and_uncertainty(obs, actions)
                 rewards, terminals = self.predict_reward_terminal(obs, actions, next_obs)
-                if uncertainty is not None and self.uncertainty_penalty > 0.0:
-                    rewards = rewards - self.uncertainty_penalty * uncertainty
+                if uncertainty is not None:
+                    uncertainty_sum = uncertainty_sum + uncertainty.sum()
+                    if self.uncertainty_penalty > 0.0:
+                        rewards = rewards - self.uncertainty_penalty * uncertainty
                 self.rollout_buffer.add(Batch(obs, actions, rewards, next_obs, terminals.to(obs.dtype)))
                 transitions += obs.shape[0]
                 reward_sum = reward_sum + rewards.sum()
@@ -831,7 +905,7 @@ class ADEPT(OfflineRLModule):
             "rollout/action_at_bound": at_bound_sum / count.clamp(min=1.0),
             "rollout/policy_mode_at_bound": mode_at_bound,
         }
-        if self.uncertainty_samples > 1:
+        if self.measures_uncertainty:
             metrics["rollout/mean_uncertainty"] = uncertainty_sum / count.clamp(min=1.0)
         return metrics
 
@@ -910,6 +984,9 @@ class ADEPT(OfflineRLModule):
         key["reward_hidden_dims"] = list(key["reward_hidden_dims"])
         key["behavior_hidden_dims"] = list(key["behavior_hidden_dims"])
         key["behavior_trained"] = bool(self.importance_sampling)  # pi_b is fit only when weights need it
+        if self.dynamics_ensemble is not None:  # trained with the world model (runs without one keep their keys)
+            key["uncertainty_ensemble"] = self.uncertainty_ensemble
+            key["ensemble_hidden_dims"] = list(self.hparams["ensemble_hidden_dims"])
         key["sampling_seed"] = self.sampling_seed
         key["data"] = tensor_digest({
             "observations": buffer.observations, "actions": buffer.actions, "rewards": buffer.rewards,
@@ -932,6 +1009,8 @@ class ADEPT(OfflineRLModule):
         self.denoiser.load_state_dict(entry["denoiser"])
         self.reward_model.load_state_dict(entry["reward_model"])
         self.behavior.load_state_dict(entry["behavior"])
+        if self.dynamics_ensemble is not None:
+            self.dynamics_ensemble.load_state_dict(entry["dynamics_ensemble"])
         for opt, state in zip(self._world_model_optimizers(), entry["optimizers"]):
             _unwrapped(opt).load_state_dict(state)
         if entry.get("generator_device") == self.generator.device.type:
@@ -948,6 +1027,7 @@ class ADEPT(OfflineRLModule):
             "denoiser": self.denoiser.state_dict(),
             "reward_model": self.reward_model.state_dict(),
             "behavior": self.behavior.state_dict(),
+            **({} if self.dynamics_ensemble is None else {"dynamics_ensemble": self.dynamics_ensemble.state_dict()}),
             "optimizers": [_unwrapped(opt).state_dict() for opt in self._world_model_optimizers()],
             "generator": self.generator.get_state(),
             "generator_device": self.generator.device.type,
@@ -967,6 +1047,8 @@ class ADEPT(OfflineRLModule):
              for key, (name, groups) in self.learner.configured_optimizers.items()}
         )
         world_model_params = [*self.denoiser.parameters(), *self.reward_model.parameters()]
+        if self.dynamics_ensemble is not None:
+            world_model_params += list(self.dynamics_ensemble.parameters())
         world_model_opt = self.build_optimizer(self.optimizer_factory, world_model_params, "optimizer")
         behavior_opt = self.build_optimizer(self.optimizer_factory, self.behavior.parameters(), "optimizer")
         self._num_learner_optimizers = len(learner_optimizers)

@@ -1,4 +1,4 @@
-"""Critics: an ensemble of Q-functions evaluated in one batched matmul, and a state-value network."""
+"""Critics: ensembles of MLPs (Q-functions among them) evaluated in batched matmuls, and a state-value network."""
 
 from __future__ import annotations
 
@@ -45,6 +45,47 @@ class EnsembleLayerNorm(nn.Module):
         return torch.addcmul(self.bias, x, self.weight)  # one fused kernel instead of mul + add
 
 
+class EnsembleMLP(nn.Sequential):
+    """``num_members`` MLPs of one shape, evaluated together with batched matmuls.
+
+    Args:
+        num_members: ensemble size.
+        in_dim: input size.
+        out_dim: output size.
+        hidden_dims: hidden widths of every member.
+        layer_norm: LayerNorm after each hidden layer.
+        activation: activation class.
+
+    Shapes:
+        ``(E, B, in_dim) -> (E, B, out_dim)``
+    """
+
+    def __init__(
+        self,
+        num_members: int,
+        in_dim: int,
+        out_dim: int,
+        hidden_dims: Sequence[int] = (256, 256),
+        layer_norm: bool = False,
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        layers: list[nn.Module] = []
+        width = in_dim
+        for hidden in hidden_dims:
+            layers.append(EnsembleLinear(num_members, width, hidden))
+            if layer_norm:
+                layers.append(EnsembleLayerNorm(num_members, hidden))
+            layers.append(activation())
+            width = hidden
+        layers.append(EnsembleLinear(num_members, width, out_dim))
+        super().__init__(*layers)
+        self.num_members = num_members
+
+    def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member on the same input. ``(B, in_dim) -> (E, B, out_dim)``."""
+        return self(x.unsqueeze(0).expand(self.num_members, *x.shape))
+
+
 class EnsembleQ(nn.Module):
     """``num_critics`` Q-networks ``Q_i(s, a)`` evaluated together.
 
@@ -71,21 +112,10 @@ class EnsembleQ(nn.Module):
     ) -> None:
         super().__init__()
         self.num_critics = num_critics
-        layers: list[nn.Module] = []
-        width = obs_dim + act_dim
-        for hidden in hidden_dims:
-            layers.append(EnsembleLinear(num_critics, width, hidden))
-            if layer_norm:
-                layers.append(EnsembleLayerNorm(num_critics, hidden))
-            layers.append(activation())
-            width = hidden
-        layers.append(EnsembleLinear(num_critics, width, 1))
-        self.net = nn.Sequential(*layers)
+        self.net = EnsembleMLP(num_critics, obs_dim + act_dim, 1, hidden_dims, layer_norm, activation)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([obs, action], dim=-1)
-        x = x.unsqueeze(0).expand(self.num_critics, *x.shape)
-        return self.net(x).squeeze(-1)
+        return self.net.forward_shared(torch.cat([obs, action], dim=-1)).squeeze(-1)
 
     def min(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Pessimistic value ``min_i Q_i(s, a)``. Shape: ``(B,)``."""

@@ -472,6 +472,105 @@ def test_uncertainty_penalty_needs_several_draws() -> None:
         tiny_adept(2, 2, 10, uncertainty_samples=0)
 
 
+def test_dynamics_ensemble_learns_the_data_and_disagrees_away_from_it() -> None:
+    # Trained on states and actions in [-1, 1]: its members agree there and drift apart far outside.
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    module = tiny_adept(3, 2, 10, "iql", uncertainty_ensemble=5, ensemble_hidden_dims=(64, 64))
+    buffer = uniform_buffer(4000, 3, 2)
+    module.attach_dataset(buffer)
+    assert module.dynamics_ensemble is not None and module.measures_uncertainty
+    optimizer = torch.optim.Adam(module.dynamics_ensemble.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(300):
+        loss = module.ensemble_loss(buffer.sample(256, g))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert sum(losses[-20:]) / 20 < 0.05 * sum(losses[:20]) / 20
+    inside = module.ensemble_uncertainty(buffer.observations[:500], buffer.actions[:500])
+    outside = module.ensemble_uncertainty(buffer.observations[:500] + 6.0, buffer.actions[:500])
+    assert inside.shape == (500,)
+    assert float(outside.mean()) > 5 * float(inside.mean())
+    # the disagreement is the norm of the members' per-dimension standard deviation
+    members = module.dynamics_ensemble.forward_shared(torch.cat([buffer.observations[:4], buffer.actions[:4]], -1))
+    torch.testing.assert_close(inside[:4], members.std(dim=0).norm(dim=-1))
+
+
+def test_ensemble_penalty_lowers_synthetic_rewards_by_the_disagreement() -> None:
+    torch.manual_seed(0)
+    module = tiny_adept(3, 2, 10, "iql", uncertainty_ensemble=3, uncertainty_penalty=2.0)
+    module.attach_dataset(uniform_buffer(500, 3, 2))
+    seen: dict[str, torch.Tensor] = {}
+    predict = module.predict_reward_terminal
+
+    def spy(obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.update(obs=obs, actions=actions)
+        seen["reward"], terminals = predict(obs, actions, next_obs)
+        return seen["reward"], terminals
+
+    module.predict_reward_terminal = spy  # type: ignore[method-assign]
+    stats = module.generate_rollouts(num_starts=16, horizon=1)
+    uncertainty = module.ensemble_uncertainty(seen["obs"], seen["actions"])
+    assert (uncertainty > 0).all()  # untrained members disagree everywhere
+    torch.testing.assert_close(module.rollout_buffer.rewards[:16], seen["reward"] - 2.0 * uncertainty)
+    assert float(stats["rollout/mean_uncertainty"]) == pytest.approx(float(uncertainty.mean()), rel=1e-5)
+
+
+def test_one_uncertainty_signal_at_a_time() -> None:
+    with pytest.raises(ConfigError, match="uncertainty_ensemble=1: one member has no disagreement"):
+        tiny_adept(2, 2, 10, uncertainty_ensemble=1)
+    with pytest.raises(ConfigError, match="two uncertainty signals"):
+        tiny_adept(2, 2, 10, uncertainty_ensemble=3, uncertainty_samples=2)
+    with pytest.raises(ConfigError, match="uncertainty_ensemble must be a non-negative integer"):
+        tiny_adept(2, 2, 10, uncertainty_ensemble=-2)
+    with pytest.raises(ConfigError, match="needs an uncertainty signal: set model.uncertainty_ensemble"):
+        tiny_adept(2, 2, 10, uncertainty_penalty=0.5)
+    assert not tiny_adept(2, 2, 10).measures_uncertainty
+
+
+def test_the_ensemble_pretrains_with_the_world_model_and_is_cached(pointgoal_file: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    torch.manual_seed(0)
+    first = tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=3, uncertainty_ensemble=3,
+                       uncertainty_penalty=0.1)
+    assert first.dynamics_ensemble is not None
+    initial = {k: v.clone() for k, v in first.dynamics_ensemble.state_dict().items()}
+    diagnostics: dict[str, torch.Tensor] = {}
+    measure = first.world_model_diagnostics
+    first.world_model_diagnostics = lambda: (lambda d: (diagnostics.update(d), d)[1])(measure())  # type: ignore[method-assign]
+    fit(first, small_datamodule(pointgoal_file), tmp_path / "first")
+    trained = first.dynamics_ensemble.state_dict()
+    assert all(not torch.equal(initial[k], trained[k]) for k in initial)  # pretraining moved every member
+    assert float(diagnostics["diagnostics/uncertainty_1"]) > 0.0
+    (entry,) = cache.glob("world_model-*.pt")
+    stored = torch.load(entry, weights_only=False)
+    for name, value in stored["dynamics_ensemble"].items():
+        torch.testing.assert_close(trained[name], value)
+
+    # A run with the same ensemble loads it; one without an ensemble pretrains under its own key.
+    second = tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=3, uncertainty_ensemble=3,
+                        uncertainty_penalty=1.0)
+    second.pretrain_update = lambda: pytest.fail("pretrained again")  # type: ignore[method-assign]
+    loaded: dict[str, torch.Tensor] = {}
+    generate = second.generate_rollouts
+
+    def capture(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        if not loaded:
+            assert second.dynamics_ensemble is not None
+            loaded.update({k: v.clone() for k, v in second.dynamics_ensemble.state_dict().items()})
+        return generate(*args, **kwargs)
+
+    second.generate_rollouts = capture  # type: ignore[method-assign]
+    fit(second, small_datamodule(pointgoal_file), tmp_path / "second")
+    for name, value in stored["dynamics_ensemble"].items():
+        torch.testing.assert_close(loaded[name], value)
+    fit(tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=3),
+        small_datamodule(pointgoal_file), tmp_path / "third")
+    assert len(list(cache.glob("world_model-*.pt"))) == 2
+
+
 def test_rollouts_report_how_much_of_the_policy_sits_at_the_action_bounds() -> None:
     # IQL's Gaussian draws are clipped to [-1, 1]: a broad sigma puts many coordinates exactly at +-1.
     torch.manual_seed(0)
