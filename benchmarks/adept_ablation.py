@@ -49,6 +49,11 @@ VARIANTS: dict[str, list[str]] = {
     "uncertainty_1.0": ["model.init_args.uncertainty_samples=4", "model.init_args.uncertainty_penalty=1.0"],
     "rollout_mean_uncertainty_1.0": ["model.init_args.rollout_std_scale=0.0", "model.init_args.uncertainty_samples=4",
                                      "model.init_args.uncertainty_penalty=1.0"],
+    # MOPO's signal (not in the paper): reward minus the disagreement of 5 MLP dynamics members
+    "ensemble_1.0": ["model.init_args.uncertainty_ensemble=5", "model.init_args.uncertainty_penalty=1.0"],
+    "ensemble_3.0": ["model.init_args.uncertainty_ensemble=5", "model.init_args.uncertainty_penalty=3.0"],
+    "rollout_mean_ensemble_1.0": ["model.init_args.rollout_std_scale=0.0", "model.init_args.uncertainty_ensemble=5",
+                                  "model.init_args.uncertainty_penalty=1.0"],
     # the paper's own ablation: the world model trained once and frozen
     "frozen_world_model": ["model.init_args.importance_sampling=false"],
 }

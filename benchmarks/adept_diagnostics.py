@@ -17,6 +17,7 @@ With ``--rounds``, every ADEPT run also gets its closed loop round by round (one
 update): the world model's error on the rows it never trained on one and ten steps ahead
 (``diagnostics/state_rmse_*``, in standard deviations of the data's states, next to the error of
 predicting no change), its reward error, the rollouts' mean reward next to the data's and their length,
+with an uncertainty signal its level on held-out data rows next to the rollouts',
 the importance weights' effective sample size and the learner's critic loss, the share of the rollouts'
 action coordinates at the bounds +-1 (a clipped Gaussian puts its broad draws there) and of the policy's
 mean action, with the fit's own evaluations where they fall.
@@ -53,6 +54,8 @@ ROUND_COLUMNS = (
     ("rollout reward", "train/rollout/mean_reward", "{:.3f}"),
     ("data reward", "train/diagnostics/data_mean_reward", "{:.3f}"),
     ("rollout length", "train/rollout/mean_length", "{:.2f}"),
+    ("data uncertainty", "train/diagnostics/uncertainty_1", "{:.3f}"),
+    ("rollout uncertainty", "train/rollout/mean_uncertainty", "{:.3f}"),
     ("rollout actions at bound", "train/rollout/action_at_bound", "{:.1%}"),
     ("policy mode at bound", "train/rollout/policy_mode_at_bound", "{:.1%}"),
     ("IS weight ESS", "train/world_model/weight_ess", "{:.1%}"),
@@ -66,11 +69,13 @@ def round_table(series: dict[str, dict[int, float]]) -> list[str]:
     steps = sorted(series.get("train/diagnostics/state_rmse_1", {}))
     if not steps:
         return ["    (no round diagnostics logged: a run without synthetic data, or from before they existed)"]
-    lines = ["    | learner updates | " + " | ".join(name for name, _, _ in ROUND_COLUMNS) + " |",
-             "    |" + "---|" * (len(ROUND_COLUMNS) + 1)]
+    # Columns the run logged (the uncertainty ones only with an uncertainty signal).
+    columns = [column for column in ROUND_COLUMNS if series.get(column[1])]
+    lines = ["    | learner updates | " + " | ".join(name for name, _, _ in columns) + " |",
+             "    |" + "---|" * (len(columns) + 1)]
     for step in steps:
         cells = []
-        for _, tag, form in ROUND_COLUMNS:
+        for _, tag, form in columns:
             value = series.get(tag, {}).get(step)
             cells.append(form.format(value) if value is not None else "")
         lines.append(f"    | {step} | " + " | ".join(cells) + " |")

@@ -237,6 +237,9 @@ class ADEPT(OfflineRLModule):
             of ``uncertainty_samples``), as in MOPO's and MOReL's ensembles. Not in the paper; at least
             2 when set, and not together with ``uncertainty_samples`` > 1 (one signal at a time).
         ensemble_hidden_dims: hidden widths of every member of ``uncertainty_ensemble``.
+        ensemble_batch_size: rows of each pretraining batch the ensemble trains on (MOPO's batch, 256;
+            at most ``world_model_batch_size``): five members of 256 x 256 on a batch of 1024 would cost
+            about as much as the world model itself.
         uncertainty_penalty: ``lambda`` of the penalised synthetic reward ``r - lambda u`` (rewards in
             the learner's units); 0 (default, the paper's) leaves rewards as predicted. Needs an
             uncertainty signal: ``uncertainty_samples`` >= 2 or ``uncertainty_ensemble`` >= 2.
@@ -294,6 +297,7 @@ class ADEPT(OfflineRLModule):
         uncertainty_samples: int = 1,
         uncertainty_ensemble: int = 0,
         ensemble_hidden_dims: Sequence[int] = (256, 256),
+        ensemble_batch_size: int = 256,
         uncertainty_penalty: float = 0.0,
         synthetic_start_updates: int = 0,
         synthetic_fraction: float = 0.5,
@@ -316,6 +320,7 @@ class ADEPT(OfflineRLModule):
             "world_model_batch_size": world_model_batch_size, "round_updates": round_updates,
             "rollout_starts": rollout_starts, "rollout_horizon": rollout_horizon,
             "rollout_retain_rounds": rollout_retain_rounds, "uncertainty_samples": uncertainty_samples,
+            "ensemble_batch_size": ensemble_batch_size,
         }
         for name, value in positive.items():
             if int(value) != value or value <= 0:
@@ -343,6 +348,12 @@ class ADEPT(OfflineRLModule):
             raise ConfigError(
                 "model.uncertainty_ensemble=1: one member has no disagreement to measure; use 2 or more "
                 "(MOPO uses 7), or 0 for no ensemble"
+            )
+        if uncertainty_ensemble > 0 and ensemble_batch_size > world_model_batch_size:
+            raise ConfigError(
+                f"model.ensemble_batch_size={ensemble_batch_size} is more than the pretraining batch it is "
+                f"taken from (model.world_model_batch_size={world_model_batch_size}): lower it, or raise "
+                "world_model_batch_size"
             )
         if uncertainty_ensemble > 0 and uncertainty_samples > 1:
             raise ConfigError(
@@ -381,6 +392,7 @@ class ADEPT(OfflineRLModule):
         self.uncertainty_samples = int(uncertainty_samples)
         self.uncertainty_penalty = float(uncertainty_penalty)
         self.uncertainty_ensemble = int(uncertainty_ensemble)
+        self.ensemble_batch_size = int(ensemble_batch_size)
         self.synthetic_start_updates = int(synthetic_start_updates)
         self.synthetic_data = synthetic_data
         self.importance_sampling = importance_sampling and synthetic_data
@@ -759,7 +771,7 @@ class ADEPT(OfflineRLModule):
         loss, metrics = self.world_model_loss(batch)
         if self.dynamics_ensemble is not None:
             # The ensemble's parameters are in the world model's optimizer and disjoint from its networks'.
-            ensemble_loss = self.ensemble_loss(batch)
+            ensemble_loss = self.ensemble_loss(Batch(*(rows[: self.ensemble_batch_size] for rows in batch)))
             loss = loss + ensemble_loss
             metrics["world_model/ensemble_loss"] = ensemble_loss.detach()
         self.optimizer_step_on(world_model_opt, loss)
@@ -987,6 +999,7 @@ class ADEPT(OfflineRLModule):
         if self.dynamics_ensemble is not None:  # trained with the world model (runs without one keep their keys)
             key["uncertainty_ensemble"] = self.uncertainty_ensemble
             key["ensemble_hidden_dims"] = list(self.hparams["ensemble_hidden_dims"])
+            key["ensemble_batch_size"] = self.ensemble_batch_size
         key["sampling_seed"] = self.sampling_seed
         key["data"] = tensor_digest({
             "observations": buffer.observations, "actions": buffer.actions, "rewards": buffer.rewards,

@@ -476,7 +476,7 @@ def test_dynamics_ensemble_learns_the_data_and_disagrees_away_from_it() -> None:
     # Trained on states and actions in [-1, 1]: its members agree there and drift apart far outside.
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    module = tiny_adept(3, 2, 10, "iql", uncertainty_ensemble=5, ensemble_hidden_dims=(64, 64))
+    module = tiny_adept(3, 2, 10, "iql", uncertainty_ensemble=5, ensemble_hidden_dims=(64, 64), ensemble_batch_size=64)
     buffer = uniform_buffer(4000, 3, 2)
     module.attach_dataset(buffer)
     assert module.dynamics_ensemble is not None and module.measures_uncertainty
@@ -500,7 +500,7 @@ def test_dynamics_ensemble_learns_the_data_and_disagrees_away_from_it() -> None:
 
 def test_ensemble_penalty_lowers_synthetic_rewards_by_the_disagreement() -> None:
     torch.manual_seed(0)
-    module = tiny_adept(3, 2, 10, "iql", uncertainty_ensemble=3, uncertainty_penalty=2.0)
+    module = tiny_adept(3, 2, 10, "iql", uncertainty_ensemble=3, ensemble_batch_size=64, uncertainty_penalty=2.0)
     module.attach_dataset(uniform_buffer(500, 3, 2))
     seen: dict[str, torch.Tensor] = {}
     predict = module.predict_reward_terminal
@@ -522,7 +522,9 @@ def test_one_uncertainty_signal_at_a_time() -> None:
     with pytest.raises(ConfigError, match="uncertainty_ensemble=1: one member has no disagreement"):
         tiny_adept(2, 2, 10, uncertainty_ensemble=1)
     with pytest.raises(ConfigError, match="two uncertainty signals"):
-        tiny_adept(2, 2, 10, uncertainty_ensemble=3, uncertainty_samples=2)
+        tiny_adept(2, 2, 10, uncertainty_ensemble=3, ensemble_batch_size=64, uncertainty_samples=2)
+    with pytest.raises(ConfigError, match="ensemble_batch_size=128 is more than the pretraining batch"):
+        tiny_adept(2, 2, 10, uncertainty_ensemble=3, ensemble_batch_size=128)  # TINY's batch: 64
     with pytest.raises(ConfigError, match="uncertainty_ensemble must be a non-negative integer"):
         tiny_adept(2, 2, 10, uncertainty_ensemble=-2)
     with pytest.raises(ConfigError, match="needs an uncertainty signal: set model.uncertainty_ensemble"):
@@ -534,7 +536,7 @@ def test_the_ensemble_pretrains_with_the_world_model_and_is_cached(pointgoal_fil
     cache = tmp_path / "cache"
     torch.manual_seed(0)
     first = tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=3, uncertainty_ensemble=3,
-                       uncertainty_penalty=0.1)
+                       ensemble_batch_size=32, uncertainty_penalty=0.1)
     assert first.dynamics_ensemble is not None
     initial = {k: v.clone() for k, v in first.dynamics_ensemble.state_dict().items()}
     diagnostics: dict[str, torch.Tensor] = {}
@@ -551,7 +553,7 @@ def test_the_ensemble_pretrains_with_the_world_model_and_is_cached(pointgoal_fil
 
     # A run with the same ensemble loads it; one without an ensemble pretrains under its own key.
     second = tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=3, uncertainty_ensemble=3,
-                        uncertainty_penalty=1.0)
+                        ensemble_batch_size=32, uncertainty_penalty=1.0)
     second.pretrain_update = lambda: pytest.fail("pretrained again")  # type: ignore[method-assign]
     loaded: dict[str, torch.Tensor] = {}
     generate = second.generate_rollouts
