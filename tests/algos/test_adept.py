@@ -550,6 +550,11 @@ def test_the_ensemble_pretrains_with_the_world_model_and_is_cached(pointgoal_fil
     stored = torch.load(entry, weights_only=False)
     for name, value in stored["dynamics_ensemble"].items():
         torch.testing.assert_close(trained[name], value)
+    # the checkpoint rebuilds the ensemble (evaluation, export)
+    restored, _ = load_module(tmp_path / "first" / "ckpt" / "last.ckpt")
+    assert isinstance(restored, ADEPT) and restored.dynamics_ensemble is not None
+    for name, value in restored.dynamics_ensemble.state_dict().items():
+        torch.testing.assert_close(value, trained[name])
 
     # A run with the same ensemble loads it; one without an ensemble pretrains under its own key.
     second = tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=3, uncertainty_ensemble=3,
