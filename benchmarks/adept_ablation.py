@@ -54,6 +54,8 @@ VARIANTS: dict[str, list[str]] = {
     "ensemble_3.0": ["model.init_args.uncertainty_ensemble=5", "model.init_args.uncertainty_penalty=3.0"],
     "rollout_mean_ensemble_1.0": ["model.init_args.rollout_std_scale=0.0", "model.init_args.uncertainty_ensemble=5",
                                   "model.init_args.uncertainty_penalty=1.0"],
+    # synthetic rows for policy evaluation only: IQL's actor regresses onto real rows' actions alone
+    "actor_real_rows": ["model.init_args.synthetic_actor_rows=false"],
     # the paper's own ablation: the world model trained once and frozen
     "frozen_world_model": ["model.init_args.importance_sampling=false"],
 }

@@ -54,7 +54,7 @@ from torch.nn import functional as F
 from lightning_offrl.algos.base import OfflineRLModule, OptimizerFactory, building_inner_module
 from lightning_offrl.algos.losses import effective_sample_size, importance_weights
 from lightning_offrl.algos.world_model_cache import entry_path, load_entry, save_entry, tensor_digest
-from lightning_offrl.data.buffer import Batch, TransitionBuffer
+from lightning_offrl.data.buffer import Batch, TransitionBuffer, source_counts
 from lightning_offrl.data.rollout_buffer import RolloutBuffer
 from lightning_offrl.diffusion import VPDiffusion, classifier_free_eps_fn, drop_condition
 from lightning_offrl.errors import ConfigError
@@ -246,6 +246,12 @@ class ADEPT(OfflineRLModule):
         synthetic_start_updates: learner updates on real data only before the first rollouts (a
             real-data warm-up; 0: rollouts from the first update on, the paper's).
         synthetic_fraction: share of every learner batch drawn from the synthetic buffer.
+        synthetic_actor_rows: whether the learner's actor learns from the batch's synthetic rows too
+            (true, the default: the whole mixed batch, as the paper's closed loop trains its learner) or
+            from its real rows only (false: the synthetic rows train the critics alone). An actor that
+            regresses onto the batch's actions (IQL's advantage-weighted regression) imitates its own
+            rollout samples on synthetic rows; false keeps the synthetic data to policy evaluation.
+            Needs a learner with an ``actor_rows`` attribute (IQL).
         synthetic_data: ablation switch; ``false`` trains the learner on real data only (no world
             model, no rollouts): ADEPT reduces to its learner.
         importance_sampling: ablation switch; ``false`` pretrains the world model once and freezes it
@@ -301,6 +307,7 @@ class ADEPT(OfflineRLModule):
         uncertainty_penalty: float = 0.0,
         synthetic_start_updates: int = 0,
         synthetic_fraction: float = 0.5,
+        synthetic_actor_rows: bool = True,
         synthetic_data: bool = True,
         importance_sampling: bool = True,
         weight_clip: float | None = 10.0,
@@ -395,6 +402,7 @@ class ADEPT(OfflineRLModule):
         self.ensemble_batch_size = int(ensemble_batch_size)
         self.synthetic_start_updates = int(synthetic_start_updates)
         self.synthetic_data = synthetic_data
+        self.synthetic_actor_rows = bool(synthetic_actor_rows)
         self.importance_sampling = importance_sampling and synthetic_data
         self.weight_clip = weight_clip
         self.self_normalize_weights = self_normalize_weights
@@ -415,6 +423,13 @@ class ADEPT(OfflineRLModule):
                 f"model.rollout_std_scale={rollout_std_scale} scales a Gaussian actor's standard deviation, and "
                 f"{type(self.learner).__name__}'s actor is {type(self._learner_actor()).__name__}; use 1.0 (the "
                 "policy's own samples) or a learner with a Gaussian or tanh-Gaussian actor (IQL, SAC)"
+            )
+        if not self.synthetic_actor_rows and not hasattr(self.learner, "actor_rows"):
+            raise ConfigError(
+                f"model.synthetic_actor_rows: false keeps the synthetic rows out of the actor's loss, and "
+                f"{type(self.learner).__name__} has no `actor_rows` to say which rows its actor learns from; "
+                "use IQL as the learner, or synthetic_actor_rows: true (SAC's actor only reads the batch's "
+                "states, so its own rollout actions are not imitated anyway)"
             )
         if self.importance_sampling and self._learner_log_prob_fn() is None:
             raise ConfigError(
@@ -958,11 +973,22 @@ class ADEPT(OfflineRLModule):
     def update(self, batch: Batch) -> Mapping[str, torch.Tensor]:
         """One learner update on a mixed real/synthetic batch, after any round work that is due."""
         self.advance_rounds()
+        if not self.synthetic_actor_rows:
+            self.learner.actor_rows = self.real_rows(batch.rewards.shape[0])
         with self._learner_optimizers_routed():
             metrics = dict(self.learner.update(batch))
         # Learners choose their own phases from their counter (DTQL's pretraining): keep it in step.
         self.learner.num_updates += 1
         return {**metrics, **self.world_model_metrics}
+
+    def real_rows(self, batch_size: int) -> int:
+        """How many leading rows of a learner batch of ``batch_size`` are real: the data module puts the
+        real rows first, then ``synthetic_fraction`` of the batch from the synthetic buffer once it
+        holds rows (``D4RLDataModule.add_source``). The batch that was drawn just before the first
+        rollouts is all real; its tail then counts as synthetic, which only leaves real rows out."""
+        if not (self.synthetic_data and self.synthetic_fraction > 0.0 and len(self.rollout_buffer) > 0):
+            return batch_size
+        return source_counts(batch_size, [1.0 - self.synthetic_fraction, self.synthetic_fraction])[0]
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         if not self.in_pretraining:

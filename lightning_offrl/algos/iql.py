@@ -115,6 +115,9 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
         self.targets_from_updated_value = targets_from_updated_value
         self.cosine_actor_lr = cosine_actor_lr
         self.optimizer_factory = optimizer
+        # Leading rows of each batch the actor learns from (None: all). A wrapper that mixes its own rows
+        # into the batch's tail (ADEPT's synthetic rollouts) sets it to keep them out of the actor's loss.
+        self.actor_rows: int | None = None
 
         self.critic = EnsembleQ(obs_dim, act_dim, hidden_dims, num_critics=2)
         self.critic_target = EnsembleQ(obs_dim, act_dim, hidden_dims, num_critics=2).requires_grad_(False)
@@ -162,8 +165,10 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
         self.optimizer_step_on(value_opt, value_loss)
 
         # The advantage and Q's target use V after its step (the paper's code) or before it (CORL's).
+        rows = slice(None) if self.actor_rows is None else slice(0, self.actor_rows)
         actor_loss, advantage, weights = self.actor_loss(
-            batch, target_q, None if self.targets_from_updated_value else value.detach()
+            Batch(*(field[rows] for field in batch)), target_q[rows],
+            None if self.targets_from_updated_value else value.detach()[rows],
         )
         self.optimizer_step_on(actor_opt, actor_loss)
         if self.cosine_actor_lr:

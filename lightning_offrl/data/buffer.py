@@ -7,7 +7,7 @@ which costs ~40% of a small-network update on CPU (DESIGN.md section 5).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Mapping, NamedTuple
+from typing import Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -90,6 +90,16 @@ class TransitionBuffer:
         return self[index]
 
 
+def source_counts(batch_size: int, fractions: Sequence[float]) -> list[int]:
+    """Rows each source gives a batch of ``batch_size``: its fraction of the fractions' sum, rounded,
+    with the rounding remainder going to the first source. A batch holds the sources' rows in this
+    order (the first source, the real data, leads)."""
+    total = sum(fractions)
+    counts = [int(round(batch_size * fraction / total)) for fraction in fractions]
+    counts[0] += batch_size - sum(counts)
+    return counts
+
+
 class BatchStream:
     """An iterable of ``steps`` stacked batches ``(batches_per_step, batch_size, ...)``.
 
@@ -124,9 +134,7 @@ class BatchStream:
 
     def _split(self) -> list[tuple[TransitionBuffer, int]]:
         active = [(buffer, fraction) for buffer, fraction in self.buffers if fraction > 0 and len(buffer) > 0]
-        total = sum(fraction for _, fraction in active)
-        counts = [int(round(self.batch_size * fraction / total)) for _, fraction in active]
-        counts[0] += self.batch_size - sum(counts)  # rounding remainder goes to the first source
+        counts = source_counts(self.batch_size, [fraction for _, fraction in active])
         return [(buffer, count) for (buffer, _), count in zip(active, counts) if count > 0]
 
     def __iter__(self) -> Iterator[Batch]:

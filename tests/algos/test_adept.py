@@ -12,7 +12,7 @@ import torch
 from lightning_offrl.algos import IQL, SAC
 from lightning_offrl.algos.adept import ADEPT, build_learner, learner_spec
 from lightning_offrl.algos.losses import effective_sample_size, importance_weights
-from lightning_offrl.data.buffer import TransitionBuffer
+from lightning_offrl.data.buffer import Batch, TransitionBuffer
 from lightning_offrl.errors import ConfigError
 from lightning_offrl.evaluate import load_module
 from tests.algos.conformance import check_conformance, fit, small_datamodule
@@ -576,6 +576,34 @@ def test_the_ensemble_pretrains_with_the_world_model_and_is_cached(pointgoal_fil
     fit(tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=3),
         small_datamodule(pointgoal_file), tmp_path / "third")
     assert len(list(cache.glob("world_model-*.pt"))) == 2
+
+
+def test_synthetic_rows_can_be_kept_out_of_the_actors_loss(pointgoal_file: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = tiny_adept(2, 2, 16, "iql", synthetic_actor_rows=False)
+    datamodule = small_datamodule(pointgoal_file)
+    # The data module leads every batch with its real rows, the synthetic ones last: what real_rows counts.
+    datamodule.setup("fit")
+    datamodule.add_source(module.rollout_buffer, 0.5)
+    assert module.real_rows(32) == 32  # nothing synthetic yet
+    module.rollout_buffer.add(Batch(torch.zeros(8, 2), torch.zeros(8, 2), torch.full((8,), 99.0), torch.zeros(8, 2),
+                                    torch.zeros(8)))
+    batch = next(iter(datamodule.train_dataloader()))
+    real = module.real_rows(32)
+    assert real == 16
+    assert (batch.rewards[:, :real] != 99.0).all() and (batch.rewards[:, real:] == 99.0).all()
+
+    # In the closed loop, the actor's advantage-weighted regression sees the real rows only, the critics all.
+    module = tiny_adept(2, 2, 16, "iql", synthetic_actor_rows=False)
+    actor_rows, value_rows = [], []
+    actor_loss, value_loss = module.learner.actor_loss, module.learner.value_loss
+    module.learner.actor_loss = lambda b, *a: (actor_rows.append(b.rewards.shape[0]), actor_loss(b, *a))[1]  # type: ignore[method-assign]
+    module.learner.value_loss = lambda b, *a: (value_rows.append(b.rewards.shape[0]), value_loss(b, *a))[1]  # type: ignore[method-assign]
+    fit(module, small_datamodule(pointgoal_file), tmp_path / "fit")
+    assert len(actor_rows) == 16 and set(value_rows) == {32}
+    assert set(actor_rows[2:]) == {16}  # from the first batch drawn after the round-0 rollouts on
+    with pytest.raises(ConfigError, match="synthetic_actor_rows: false.*SAC has no `actor_rows`"):
+        tiny_adept(2, 2, 16, "sac", synthetic_actor_rows=False)
 
 
 def test_rollouts_report_how_much_of_the_policy_sits_at_the_action_bounds() -> None:
