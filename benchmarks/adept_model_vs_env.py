@@ -1,0 +1,138 @@
+"""What ADEPT's world model believes its policy earns, next to what the policy earns in the simulator.
+
+ADEPT's learner trains on rollouts of its own policy in the world model. Where the model is too kind to
+the policy's actions, the synthetic rewards rise while the real score does not: the learner exploits
+the model. This script measures that gap directly on a finished ADEPT checkpoint. From the same
+``--starts`` dataset states it runs the policy's rollout actions (``sample_policy_actions``: the
+learner's policy with the run's ``rollout_std_scale``) for ``--horizon`` steps twice:
+
+* in the world model, exactly as a round of ADEPT does (guided DDPM next states, the reward head,
+  the terminal head);
+* in the MuJoCo simulator, put into each start state (``set_state`` with the positions and velocities
+  the observation holds; the script checks that the simulator then reports the same observation).
+
+Rewards are compared on the learner's scale (the run's reward transform applied to the simulator's
+rewards). Printed: the mean reward per step and the mean ``horizon``-step return in the model and in
+the simulator, their difference (model minus simulator, with its standard error over start states),
+and the share of rollouts that end early in each. A gap far above zero while the run's score falls
+is the exploitation the uncertainty penalty is meant to stop; the uncertainty of the rollouts
+(``--uncertainty``, with ``uncertainty_samples`` or ``uncertainty_ensemble`` set in the run) tells
+whether the run's signal sees it.
+
+    python benchmarks/adept_model_vs_env.py \\
+        runs/sweeps/adept/runs/adept_iql_halfcheetah/halfcheetah-random-v2/seed0/checkpoints/last.ckpt
+
+Works for the locomotion tasks whose observation is the simulator's positions without the first
+coordinate, then its velocities (hopper, halfcheetah, walker2d, ant without contact forces).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lightning_offrl.algos.adept import ADEPT
+from lightning_offrl.checkpoint_file import read_checkpoint
+from lightning_offrl.data.datamodule import D4RLDataModule
+from lightning_offrl.envs.tasks import make_env
+from lightning_offrl.errors import ConfigError
+from lightning_offrl.evaluate import load_module
+
+
+def simulator_state(env, raw_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    """The positions and velocities behind a locomotion observation (the first position, which the
+    observation leaves out, is set to 0: these tasks do not depend on it)."""
+    model = env.unwrapped.model
+    nq, nv = model.nq, model.nv
+    if raw_obs.shape[-1] != nq - 1 + nv:
+        raise ConfigError(
+            f"an observation of {raw_obs.shape[-1]} numbers is not this task's positions without the first "
+            f"({nq - 1}) and velocities ({nv}); the script covers hopper, halfcheetah and walker2d"
+        )
+    return np.concatenate([[0.0], raw_obs[: nq - 1]]), raw_obs[nq - 1:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="a finished ADEPT run's .ckpt")
+    parser.add_argument("--starts", type=int, default=256, help="dataset states to start from")
+    parser.add_argument("--horizon", type=int, default=None, help="steps per rollout (default: the run's)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    module, info = load_module(args.checkpoint)
+    if not isinstance(module, ADEPT):
+        raise SystemExit(f"{args.checkpoint} holds a {type(module).__name__}, not an ADEPT run")
+    data_args = {k: v for k, v in (read_checkpoint(args.checkpoint).get("datamodule_hyper_parameters") or {}).items()
+                 if not k.startswith("_")}
+    datamodule = D4RLDataModule(**data_args)
+    datamodule.setup("fit")
+    buffer = datamodule.buffer
+    assert buffer is not None
+    mean, std = module.obs_mean.numpy(), module.obs_std.numpy()  # what act() applies to raw observations
+    scale, shift = datamodule.reward_scale_applied, datamodule.reward_shift_applied
+    horizon = args.horizon or module.rollout_horizon
+    torch.manual_seed(args.seed)
+    module._generator = torch.Generator().manual_seed(args.seed)
+
+    pick = torch.randint(len(buffer), (args.starts,), generator=torch.Generator().manual_seed(args.seed))
+    start_obs = buffer.observations[pick]
+
+    # 1. in the world model, as a round does
+    with torch.no_grad():
+        obs, alive = start_obs.clone(), torch.ones(args.starts, dtype=torch.bool)
+        model_return, model_uncertainty = torch.zeros(args.starts), []
+        for _ in range(horizon):
+            actions = module.sample_policy_actions(obs)
+            next_obs, uncertainty = module.sample_next_observations_and_uncertainty(obs, actions)
+            rewards, terminals = module.predict_reward_terminal(obs, actions, next_obs)
+            model_return += torch.where(alive, rewards, 0.0)
+            if uncertainty is not None:
+                model_uncertainty.append(uncertainty[alive])
+            alive &= ~terminals
+            obs = next_obs
+
+    # 2. in the simulator, from the same states
+    raw_starts = start_obs.numpy() * std + mean
+    env_return = np.zeros(args.starts)
+    env_ended = np.zeros(args.starts, dtype=bool)
+    env = make_env(info["dataset"], seed=args.seed)
+    try:
+        for i, raw in enumerate(raw_starts):
+            env.reset(seed=args.seed + i)
+            qpos, qvel = simulator_state(env, raw.astype(np.float64))
+            env.unwrapped.set_state(qpos, qvel)
+            observation = env.unwrapped._get_obs()
+            if not np.allclose(observation, raw, atol=1e-3):
+                raise SystemExit(f"{info['dataset']}: the simulator put into start state {i} reports another "
+                                 "observation; the observation is not positions + velocities here")
+            for _ in range(horizon):
+                normalized = torch.as_tensor((observation[None] - mean) / std, dtype=torch.float32)
+                with torch.no_grad():
+                    action = module.sample_policy_actions(normalized)[0].numpy()
+                observation, reward, terminated, _, _ = env.step(action)
+                env_return[i] += reward * scale + shift
+                if terminated:
+                    env_ended[i] = True
+                    break
+    finally:
+        env.close()
+
+    gap = model_return.numpy() - env_return
+    print(f"{info['dataset']}: {args.starts} start states, {horizon} steps, rewards on the learner's scale "
+          f"(x{scale:.4g}{shift:+.4g}); rollout_std_scale {module.rollout_std_scale}")
+    print(f"  world model: return {model_return.mean():.3f} ({model_return.mean() / horizon:.3f} per step), "
+          f"ended early {float((~alive).float().mean()):.1%}")
+    print(f"  simulator:   return {env_return.mean():.3f} ({env_return.mean() / horizon:.3f} per step), "
+          f"ended early {env_ended.mean():.1%}")
+    print(f"  model - simulator: {gap.mean():+.3f} ± {gap.std(ddof=1) / np.sqrt(len(gap)):.3f} per rollout "
+          f"(data's mean reward x {horizon}: {float(buffer.rewards.mean()) * horizon:.3f})")
+    if model_uncertainty:
+        print(f"  rollout uncertainty {torch.cat(model_uncertainty).mean():.3f}")
+
+
+if __name__ == "__main__":
+    main()
