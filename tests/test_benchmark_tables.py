@@ -82,3 +82,27 @@ def test_campaign_same_data_counts_only_rows_on_this_machines_build(tmp_path: Pa
     assert [(d, s) for _, d, s in campaign.missing_runs([group], this_build, None)] == [("walker2d-medium-replay-v2", [0])]
     other_build = campaign.done_keys(csv_path, {"walker2d-medium-replay-v2": "d" * 12})
     assert [(d, s) for _, d, s in campaign.missing_runs([group], other_build, None)] == [("walker2d-medium-replay-v2", [0, 1])]
+
+
+def test_model_vs_env_puts_the_simulator_into_an_observed_state() -> None:
+    import numpy as np
+    import pytest
+
+    import adept_model_vs_env
+    from lightning_offrl.envs.tasks import make_env
+    from lightning_offrl.errors import ConfigError
+
+    for dataset in ("hopper-random-v2", "halfcheetah-random-v2"):
+        env = make_env(dataset, seed=0)
+        try:
+            for _ in range(5):
+                observed, *_ = env.step(env.action_space.sample())
+            fresh = make_env(dataset, seed=1)
+            qpos, qvel = adept_model_vs_env.simulator_state(fresh, observed.astype(np.float64))
+            fresh.unwrapped.set_state(qpos, qvel)
+            np.testing.assert_allclose(fresh.unwrapped._get_obs(), observed, atol=1e-6)
+            with pytest.raises(ConfigError, match="not this task's positions"):
+                adept_model_vs_env.simulator_state(fresh, observed[:-1])
+            fresh.close()
+        finally:
+            env.close()
