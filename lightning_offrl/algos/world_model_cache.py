@@ -10,9 +10,11 @@ that determines it, and either starts from the stored result or pretrains and st
   after the data module's normalisation and reward transform), hashed;
 * the world model's, the reward head's and the behaviour policy's settings, the pretraining batch and
   length, the held-out segments and ADEPT's sampling seed (so two seeds never share a model);
-* the world-model and behaviour optimizers' class and settings.
+* the world-model and behaviour optimizers' class and settings;
+* with ``uncertainty_ensemble``, the dynamics ensemble's size, widths and batch (it pretrains with the
+  world model; runs without one keep the keys they had).
 
-An entry holds the three networks' weights, their optimizers' states and ADEPT's random stream as
+An entry holds the three networks' weights (and the ensemble's), their optimizers' states and ADEPT's random stream as
 pretraining left it (the held-out rows follow from the data and the seed, both in the key), so the
 closed loop continues as it would have after its own pretraining. Only the real batches the data module hands the learner differ (a run that pretrained has
 drawn a thousand of them meanwhile): runs from the cache are the same procedure, not the same bits.
