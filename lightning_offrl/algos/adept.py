@@ -786,7 +786,7 @@ class ADEPT(OfflineRLModule):
         loss, metrics = self.world_model_loss(batch)
         if self.dynamics_ensemble is not None:
             # The ensemble's parameters are in the world model's optimizer and disjoint from its networks'.
-            ensemble_loss = self.ensemble_loss(Batch(*(rows[: self.ensemble_batch_size] for rows in batch)))
+            ensemble_loss = self.ensemble_loss(batch.rows(slice(self.ensemble_batch_size)))
             loss = loss + ensemble_loss
             metrics["world_model/ensemble_loss"] = ensemble_loss.detach()
         self.optimizer_step_on(world_model_opt, loss)

@@ -167,7 +167,7 @@ class IQL(ExpectileCriticLosses, OfflineRLModule):
         # The advantage and Q's target use V after its step (the paper's code) or before it (CORL's).
         rows = slice(None) if self.actor_rows is None else slice(0, self.actor_rows)
         actor_loss, advantage, weights = self.actor_loss(
-            Batch(*(field[rows] for field in batch)), target_q[rows],
+            batch.rows(rows), target_q[rows],
             None if self.targets_from_updated_value else value.detach()[rows],
         )
         self.optimizer_step_on(actor_opt, actor_loss)

@@ -378,7 +378,7 @@ class SWG(ExpectileCriticLosses, OfflineRLModule):
         """
         value_opt, critic_opt, _ = self.optimizers()
         if self.critic_batch_size is not None and self.critic_batch_size < batch.rewards.shape[0]:
-            batch = Batch(*(field[: self.critic_batch_size] for field in batch))
+            batch = batch.rows(slice(self.critic_batch_size))
         value_loss = self.value_loss(batch)
         self.optimizer_step_on(value_opt, value_loss, max_grad_norm=self.critic_grad_clip)
         critic_loss = self.critic_loss(batch)

@@ -30,6 +30,10 @@ class Batch(NamedTuple):
     next_observations: torch.Tensor
     terminals: torch.Tensor
 
+    def rows(self, index: slice | torch.Tensor) -> "Batch":
+        """The rows ``index`` (a slice or an index tensor over the batch dimension, dim 0) of every field."""
+        return Batch(*(field[index] for field in self))
+
     def unbind(self) -> list["Batch"]:
         """Splits a stacked ``(K, B, ...)`` batch into ``K`` batches of ``(B, ...)``."""
         return [Batch(*fields) for fields in zip(*(t.unbind(0) for t in self))]

@@ -74,7 +74,7 @@ class RolloutBuffer(TransitionBuffer):
         if batch.rewards.device != self.device:
             self.to(batch.rewards.device)
         if count > self.capacity:
-            batch = Batch(*(field[-self.capacity:] for field in batch))
+            batch = batch.rows(slice(-self.capacity, None))
             count = self.capacity
         # At most two contiguous slices: up to the end of the storage, then from its start.
         first = min(count, self.capacity - self.position)
