@@ -52,6 +52,20 @@ def uniform_buffer(n: int, obs_dim: int, act_dim: int, seed: int = 0) -> Transit
     return TransitionBuffer(obs, actions, actions.sum(-1), next_obs, torch.zeros(n))
 
 
+def weights_at_first_rollouts(module: ADEPT, network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A dict that ``network``'s weights fill when ``module`` generates its first rollouts (spied on)."""
+    weights: dict[str, torch.Tensor] = {}
+    generate = module.generate_rollouts
+
+    def capture(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        if not weights:
+            weights.update({k: v.clone() for k, v in network.state_dict().items()})
+        return generate(*args, **kwargs)
+
+    module.generate_rollouts = capture  # type: ignore[method-assign]
+    return weights
+
+
 # ----------------------------------------------------------------------------- conformance
 @pytest.mark.parametrize("learner", sorted(LEARNERS))
 def test_conformance(learner: str, pointgoal_file: Path, tmp_path: Path) -> None:
@@ -560,16 +574,8 @@ def test_the_ensemble_pretrains_with_the_world_model_and_is_cached(pointgoal_fil
     second = tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=3, uncertainty_ensemble=3,
                         ensemble_batch_size=32, uncertainty_penalty=1.0)
     second.pretrain_update = lambda: pytest.fail("pretrained again")  # type: ignore[method-assign]
-    loaded: dict[str, torch.Tensor] = {}
-    generate = second.generate_rollouts
-
-    def capture(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        if not loaded:
-            assert second.dynamics_ensemble is not None
-            loaded.update({k: v.clone() for k, v in second.dynamics_ensemble.state_dict().items()})
-        return generate(*args, **kwargs)
-
-    second.generate_rollouts = capture  # type: ignore[method-assign]
+    assert second.dynamics_ensemble is not None
+    loaded = weights_at_first_rollouts(second, second.dynamics_ensemble)
     fit(second, small_datamodule(pointgoal_file), tmp_path / "second")
     for name, value in stored["dynamics_ensemble"].items():
         torch.testing.assert_close(loaded[name], value)
@@ -645,15 +651,7 @@ def test_world_model_cache_stores_then_restores_the_pretraining(pointgoal_file: 
     second = tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=3)
     second.pretrain_update = lambda: pytest.fail("pretrained again")  # type: ignore[method-assign]
     stored = torch.load(entries[0], weights_only=False)
-    captured: dict[str, torch.Tensor] = {}
-    generate = second.generate_rollouts
-
-    def capture(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        if not captured:  # the first round starts from the stored world model exactly
-            captured.update({k: v.clone() for k, v in second.denoiser.state_dict().items()})
-        return generate(*args, **kwargs)
-
-    second.generate_rollouts = capture  # type: ignore[method-assign]
+    captured = weights_at_first_rollouts(second, second.denoiser)  # the first round starts from the stored model
     fit(second, small_datamodule(pointgoal_file), tmp_path / "second")
     for name, value in stored["denoiser"].items():
         torch.testing.assert_close(captured[name], value)
