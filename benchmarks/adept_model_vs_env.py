@@ -15,9 +15,9 @@ Rewards are compared on the learner's scale (the run's reward transform applied 
 rewards). Printed: the mean reward per step and the mean ``horizon``-step return in the model and in
 the simulator, their difference (model minus simulator, with its standard error over start states),
 and the share of rollouts that end early in each. A gap far above zero while the run's score falls
-is the exploitation the uncertainty penalty is meant to stop; the uncertainty of the rollouts
-(``--uncertainty``, with ``uncertainty_samples`` or ``uncertainty_ensemble`` set in the run) tells
-whether the run's signal sees it.
+is the exploitation the uncertainty penalty is meant to stop; with ``uncertainty_samples`` or
+``uncertainty_ensemble`` set in the run, the rollouts' mean uncertainty is printed too, to tell whether
+the run's signal sees it.
 
     python benchmarks/adept_model_vs_env.py \\
         runs/sweeps/adept/runs/adept_iql_halfcheetah/halfcheetah-random-v2/seed0/checkpoints/last.ckpt
