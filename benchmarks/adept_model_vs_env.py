@@ -16,11 +16,20 @@ rewards). Printed: the mean reward per step and the mean ``horizon``-step return
 the simulator, their difference (model minus simulator, with its standard error over start states),
 and the share of rollouts that end early in each. A gap far above zero while the run's score falls
 is the exploitation the uncertainty penalty is meant to stop; with ``uncertainty_samples`` or
-``uncertainty_ensemble`` set in the run, the rollouts' mean uncertainty is printed too, to tell whether
-the run's signal sees it.
+``uncertainty_ensemble`` set in the run, the rollouts' uncertainty is printed too, to tell whether
+the run's signal sees it: its level on the start states with the dataset's own actions, with the
+policy's actions, and along the model's rollouts, and how well each rollout's summed uncertainty
+predicts its gap (Pearson and rank correlation over start states, and the penalty ``lambda`` that would
+cancel the mean gap).
+
+A signal can be tried on a finished run without training ADEPT again: ``--fit-ensemble K`` fits a fresh
+dynamics ensemble (``--ensemble-signal disagreement`` or ``max_std``, MOPO's) on the run's dataset the
+way ADEPT's pretraining does (``ensemble_batch_size`` rows, Adam at 3e-4, ``--fit-updates`` updates;
+the rows ADEPT holds out stay out) and measures it instead of the run's own.
 
     python benchmarks/adept_model_vs_env.py \\
         runs/sweeps/adept/runs/adept_iql_halfcheetah/halfcheetah-random-v2/seed0/checkpoints/last.ckpt
+    python benchmarks/adept_model_vs_env.py CKPT --fit-ensemble 5 --ensemble-signal max_std
 
 Works for the locomotion tasks whose observation is the simulator's positions without the first
 coordinate, then its velocities (hopper, halfcheetah, walker2d, ant without contact forces).
@@ -40,6 +49,7 @@ from lightning_offrl.data.datamodule import D4RLDataModule
 from lightning_offrl.envs.tasks import make_env
 from lightning_offrl.errors import ConfigError
 from lightning_offrl.evaluate import load_module
+from lightning_offrl.networks import EnsembleMLP, GaussianEnsemble
 
 
 def simulator_state(env, raw_obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
@@ -61,7 +71,14 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=256, help="dataset states to start from")
     parser.add_argument("--horizon", type=int, default=None, help="steps per rollout (default: the run's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fit-ensemble", type=int, default=0, metavar="K",
+                        help="fit a fresh K-member dynamics ensemble on the run's data and measure it")
+    parser.add_argument("--ensemble-signal", choices=("disagreement", "max_std"), default="disagreement")
+    parser.add_argument("--ensemble-hidden", type=int, nargs="+", default=[256, 256])
+    parser.add_argument("--fit-updates", type=int, default=10_000)
     args = parser.parse_args()
+    if args.fit_ensemble and args.ensemble_signal == "disagreement" and args.fit_ensemble < 2:
+        raise SystemExit("--fit-ensemble: a disagreement needs 2 or more members (max_std works with 1)")
 
     module, info = load_module(args.checkpoint)
     if not isinstance(module, ADEPT):
@@ -77,9 +94,12 @@ def main() -> None:
     horizon = args.horizon or module.rollout_horizon
     torch.manual_seed(args.seed)
     module._generator = torch.Generator().manual_seed(args.seed)
+    if args.fit_ensemble:
+        fit_ensemble(module, buffer, args)
 
     pick = torch.randint(len(buffer), (args.starts,), generator=torch.Generator().manual_seed(args.seed))
     start_obs = buffer.observations[pick]
+    uncertainty_per_step: list[torch.Tensor] = []
 
     # 1. in the world model, as a round does
     with torch.no_grad():
@@ -92,6 +112,7 @@ def main() -> None:
             model_return += torch.where(alive, rewards, 0.0)
             if uncertainty is not None:
                 model_uncertainty.append(uncertainty[alive])
+                uncertainty_per_step.append(torch.where(alive, uncertainty, 0.0))
             alive &= ~terminals
             obs = next_obs
 
@@ -131,7 +152,41 @@ def main() -> None:
     print(f"  model - simulator: {gap.mean():+.3f} ± {gap.std(ddof=1) / np.sqrt(len(gap)):.3f} per rollout "
           f"(data's mean reward x {horizon}: {float(buffer.rewards.mean()) * horizon:.3f})")
     if model_uncertainty:
-        print(f"  rollout uncertainty {torch.cat(model_uncertainty).mean():.3f}")
+        with torch.no_grad():
+            on_data = module.ensemble_uncertainty(start_obs, buffer.actions[pick]) if module.dynamics_ensemble \
+                is not None else None
+            on_policy = module.ensemble_uncertainty(start_obs, module.sample_policy_actions(start_obs)) \
+                if module.dynamics_ensemble is not None else None
+        summed = torch.stack(uncertainty_per_step).sum(0).numpy()
+        levels = f"rollout uncertainty {torch.cat(model_uncertainty).mean():.3f} per step"
+        if on_data is not None and on_policy is not None:
+            levels += (f"; at the start states {on_data.mean():.3f} with the data's actions, "
+                       f"{on_policy.mean():.3f} with the policy's")
+        print(f"  {levels}")
+        pearson = float(np.corrcoef(summed, gap)[0, 1])
+        spearman = float(np.corrcoef(np.argsort(np.argsort(summed)), np.argsort(np.argsort(gap)))[0, 1])
+        print(f"  per rollout, summed uncertainty vs gap: Pearson {pearson:+.2f}, rank {spearman:+.2f}; "
+              f"lambda cancelling the mean gap: {gap.mean() / summed.mean():.2f} "
+              f"(the run's: {module.uncertainty_penalty:g})")
+
+
+def fit_ensemble(module: ADEPT, buffer, args: argparse.Namespace) -> None:  # noqa: ANN001
+    """Replaces the run's uncertainty signal with a fresh ensemble fit on its data as pretraining would."""
+    module.attach_dataset(buffer)  # the run's own data: the same target statistics and held-out rows
+    members = GaussianEnsemble if args.ensemble_signal == "max_std" else EnsembleMLP
+    module.dynamics_ensemble = members(args.fit_ensemble, module.obs_dim + module.act_dim, module.obs_dim,
+                                       tuple(args.ensemble_hidden))
+    module.ensemble_signal = args.ensemble_signal
+    module.uncertainty_samples = 1
+    optimizer = torch.optim.Adam(module.dynamics_ensemble.parameters(), lr=3e-4)
+    for update in range(1, args.fit_updates + 1):
+        loss = module.ensemble_loss(module.sample_real(module.ensemble_batch_size))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if update % 2000 == 0 or update == args.fit_updates:
+            print(f"  ensemble ({args.fit_ensemble} x {args.ensemble_signal}) update {update:,}: loss {float(loss.detach()):.4f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -106,3 +106,33 @@ def test_model_vs_env_puts_the_simulator_into_an_observed_state() -> None:
             fresh.close()
         finally:
             env.close()
+
+
+def test_model_vs_env_fits_a_fresh_signal_on_the_runs_data() -> None:
+    # --fit-ensemble: a run without a signal gets one, fit on its data as ADEPT's pretraining would.
+    import argparse
+
+    import torch
+
+    import adept_model_vs_env
+    from lightning_offrl.algos import IQL
+    from lightning_offrl.algos.adept import ADEPT
+    from lightning_offrl.data.buffer import TransitionBuffer
+    from lightning_offrl.networks import GaussianEnsemble
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    obs, actions = torch.rand(2000, 3, generator=g) * 2 - 1, torch.rand(2000, 2, generator=g) * 2 - 1
+    buffer = TransitionBuffer(obs, actions, actions.sum(-1), obs + 0.1 * actions.sum(-1, keepdim=True), torch.zeros(2000))
+    module = ADEPT(3, 2, learner=lambda o, a, **kw: IQL(o, a, hidden_dims=(32, 32), **kw), hidden_dim=32, depth=1, reward_hidden_dims=(32,), behavior_hidden_dims=(32,),
+                   world_model_batch_size=64, ensemble_batch_size=64, heldout_segments=0, max_updates=10)
+    assert not module.measures_uncertainty
+    args = argparse.Namespace(fit_ensemble=2, ensemble_signal="max_std", ensemble_hidden=[32], fit_updates=300)
+    adept_model_vs_env.fit_ensemble(module, buffer, args)
+    assert isinstance(module.dynamics_ensemble, GaussianEnsemble) and module.measures_uncertainty
+    x = torch.cat([obs[:256], actions[:256]], -1)
+    target = module.diffusion_x0(obs[:256], buffer.next_observations[:256])
+    fresh = GaussianEnsemble(2, 5, 3, (32,))
+    with torch.no_grad():
+        assert float(module.dynamics_ensemble.nll(x, target)) < float(fresh.nll(x, target)) - 1.0
+    assert module.ensemble_uncertainty(obs[:8], actions[:8]).shape == (8,)

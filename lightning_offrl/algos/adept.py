@@ -58,7 +58,7 @@ from lightning_offrl.data.buffer import Batch, TransitionBuffer, source_counts
 from lightning_offrl.data.rollout_buffer import RolloutBuffer
 from lightning_offrl.diffusion import VPDiffusion, classifier_free_eps_fn, drop_condition
 from lightning_offrl.errors import ConfigError
-from lightning_offrl.networks import MLP, EnsembleMLP, GaussianActor, TanhGaussianActor
+from lightning_offrl.networks import MLP, EnsembleMLP, GaussianActor, GaussianEnsemble, TanhGaussianActor
 from lightning_offrl.networks.denoisers import DenoiserMLP
 
 LearnerFactory = Callable[[int, int], OfflineRLModule]
@@ -236,13 +236,19 @@ class ADEPT(OfflineRLModule):
             per-dimension standard deviation of their predictions, in the same units as the spread
             of ``uncertainty_samples``), as in MOPO's and MOReL's ensembles. Not in the paper; at least
             2 when set, and not together with ``uncertainty_samples`` > 1 (one signal at a time).
+        ensemble_signal: what the ensemble's ``u`` is. ``"disagreement"`` (default): the members are
+            deterministic and ``u`` is their disagreement, as above. ``"max_std"``: MOPO's penalty; every
+            member predicts a diagonal Gaussian over the standardised target (mean and bounded
+            log-variance, fit by negative log-likelihood, as in PETS and MOPO) and ``u`` is the largest,
+            over members, norm of the predicted standard deviation. With ``"max_std"`` one member is
+            enough (MOPO uses 7).
         ensemble_hidden_dims: hidden widths of every member of ``uncertainty_ensemble``.
         ensemble_batch_size: rows of each pretraining batch the ensemble trains on (MOPO's batch, 256;
             at most ``world_model_batch_size``): five members of 256 x 256 on a batch of 1024 would cost
             about as much as the world model itself.
         uncertainty_penalty: ``lambda`` of the penalised synthetic reward ``r - lambda u`` (rewards in
             the learner's units); 0 (default, the paper's) leaves rewards as predicted. Needs an
-            uncertainty signal: ``uncertainty_samples`` >= 2 or ``uncertainty_ensemble`` >= 2.
+            uncertainty signal: ``uncertainty_samples`` >= 2 or ``uncertainty_ensemble``.
         synthetic_start_updates: learner updates on real data only before the first rollouts (a
             real-data warm-up; 0: rollouts from the first update on, the paper's).
         synthetic_fraction: share of every learner batch drawn from the synthetic buffer.
@@ -302,6 +308,7 @@ class ADEPT(OfflineRLModule):
         rollout_std_scale: float = 1.0,
         uncertainty_samples: int = 1,
         uncertainty_ensemble: int = 0,
+        ensemble_signal: Literal["disagreement", "max_std"] = "disagreement",
         ensemble_hidden_dims: Sequence[int] = (256, 256),
         ensemble_batch_size: int = 256,
         uncertainty_penalty: float = 0.0,
@@ -351,10 +358,21 @@ class ADEPT(OfflineRLModule):
             raise ConfigError(f"model.synthetic_fraction must lie in [0, 1), got {synthetic_fraction}")
         if not uncertainty_penalty >= 0.0:
             raise ConfigError(f"model.uncertainty_penalty must be at least 0, got {uncertainty_penalty}")
-        if uncertainty_ensemble == 1:
+        if ensemble_signal not in ("disagreement", "max_std"):
+            raise ConfigError(
+                f"model.ensemble_signal={ensemble_signal!r}: choose 'disagreement' (deterministic members, their "
+                "spread) or 'max_std' (Gaussian members, MOPO's largest predicted standard deviation)"
+            )
+        if ensemble_signal == "max_std" and uncertainty_ensemble == 0:
+            raise ConfigError(
+                "model.ensemble_signal='max_std' needs an ensemble to predict it: set model.uncertainty_ensemble "
+                "to 1 or more (MOPO uses 7)"
+            )
+        if uncertainty_ensemble == 1 and ensemble_signal == "disagreement":
             raise ConfigError(
                 "model.uncertainty_ensemble=1: one member has no disagreement to measure; use 2 or more "
-                "(MOPO uses 7), or 0 for no ensemble"
+                "(MOPO uses 7), or 0 for no ensemble, or ensemble_signal: max_std (a Gaussian member's own "
+                "predicted spread)"
             )
         if uncertainty_ensemble > 0 and ensemble_batch_size > world_model_batch_size:
             raise ConfigError(
@@ -369,10 +387,11 @@ class ADEPT(OfflineRLModule):
                 "uncertainty_samples: 1 (the ensemble's disagreement) or uncertainty_ensemble: 0 (the spread "
                 "of the world model's draws)"
             )
-        if uncertainty_penalty > 0.0 and uncertainty_samples < 2 and uncertainty_ensemble < 2:
+        if uncertainty_penalty > 0.0 and uncertainty_samples < 2 and uncertainty_ensemble == 0:
             raise ConfigError(
                 f"model.uncertainty_penalty={uncertainty_penalty} needs an uncertainty signal: set "
-                f"model.uncertainty_ensemble to 2 or more (a dynamics ensemble's disagreement) or "
+                f"model.uncertainty_ensemble to 2 or more (a dynamics ensemble's disagreement, or with "
+                f"ensemble_signal: max_std its predicted spread) or "
                 f"model.uncertainty_samples to 2 or more (the spread of the world model's draws; got "
                 f"{uncertainty_samples}), or the penalty to 0"
             )
@@ -400,6 +419,7 @@ class ADEPT(OfflineRLModule):
         self.uncertainty_penalty = float(uncertainty_penalty)
         self.uncertainty_ensemble = int(uncertainty_ensemble)
         self.ensemble_batch_size = int(ensemble_batch_size)
+        self.ensemble_signal = ensemble_signal
         self.synthetic_start_updates = int(synthetic_start_updates)
         self.synthetic_data = synthetic_data
         self.synthetic_actor_rows = bool(synthetic_actor_rows)
@@ -447,9 +467,10 @@ class ADEPT(OfflineRLModule):
         # Reward and terminal logit from (s, a, s'): one trunk, two outputs.
         self.reward_model = MLP(2 * obs_dim + act_dim, 2, tuple(reward_hidden_dims))
         # -- the optional dynamics ensemble whose disagreement measures the rollouts' uncertainty
-        self.dynamics_ensemble: EnsembleMLP | None = None
+        self.dynamics_ensemble: EnsembleMLP | GaussianEnsemble | None = None
         if self.uncertainty_ensemble > 0:
-            self.dynamics_ensemble = EnsembleMLP(
+            members = GaussianEnsemble if ensemble_signal == "max_std" else EnsembleMLP
+            self.dynamics_ensemble = members(
                 self.uncertainty_ensemble, obs_dim + act_dim, obs_dim, tuple(ensemble_hidden_dims)
             )
         # -- the behaviour policy pi_b, fit by maximum likelihood to the dataset's actions
@@ -735,13 +756,16 @@ class ADEPT(OfflineRLModule):
         }
 
     def ensemble_loss(self, batch: Batch) -> torch.Tensor:
-        """Mean squared error of the dynamics ensemble's members on the batch's standardised targets
-        (every member sees the whole batch; their different initialisations make them disagree away
-        from the data)."""
+        """The dynamics ensemble's loss on the batch's standardised targets: the members' mean squared error
+        (``ensemble_signal: disagreement``; every member sees the whole batch, and their different
+        initialisations make them disagree away from the data) or their Gaussian negative log-likelihood
+        (``max_std``)."""
         assert self.dynamics_ensemble is not None
         x0 = self.diffusion_x0(batch.observations, batch.next_observations)
-        predicted = self.dynamics_ensemble.forward_shared(torch.cat([batch.observations, batch.actions], dim=-1))
-        return (predicted - x0).square().mean()
+        inputs = torch.cat([batch.observations, batch.actions], dim=-1)
+        if isinstance(self.dynamics_ensemble, GaussianEnsemble):
+            return self.dynamics_ensemble.nll(inputs, x0)
+        return (self.dynamics_ensemble.forward_shared(inputs) - x0).square().mean()
 
     def behavior_loss(self, batch: Batch) -> torch.Tensor:
         """Negative log-likelihood of the dataset's actions under ``pi_b`` (behaviour cloning)."""
@@ -835,12 +859,15 @@ class ADEPT(OfflineRLModule):
 
     @torch.no_grad()
     def ensemble_uncertainty(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """The dynamics ensemble's disagreement at ``(s, a)``: the norm of its members' per-dimension standard
-        deviation, in the world model's standardised units. ``(N, obs_dim), (N, act_dim) -> (N,)``."""
+        """The dynamics ensemble's uncertainty at ``(s, a)``, in the world model's standardised units: the norm
+        of its members' per-dimension standard deviation (``disagreement``) or the largest norm of a
+        member's predicted standard deviation (``max_std``). ``(N, obs_dim), (N, act_dim) -> (N,)``."""
         if self.dynamics_ensemble is None:
             raise ConfigError("ADEPT has no dynamics ensemble: set model.uncertainty_ensemble to 2 or more")
-        predicted = self.dynamics_ensemble.forward_shared(torch.cat([obs, actions], dim=-1))
-        return predicted.std(dim=0).norm(dim=-1)
+        inputs = torch.cat([obs, actions], dim=-1)
+        if isinstance(self.dynamics_ensemble, GaussianEnsemble):
+            return self.dynamics_ensemble.max_std(inputs)
+        return self.dynamics_ensemble.forward_shared(inputs).std(dim=0).norm(dim=-1)
 
     @torch.no_grad()
     def sample_next_observations_and_uncertainty(
@@ -1026,6 +1053,8 @@ class ADEPT(OfflineRLModule):
             key["uncertainty_ensemble"] = self.uncertainty_ensemble
             key["ensemble_hidden_dims"] = list(self.hparams["ensemble_hidden_dims"])
             key["ensemble_batch_size"] = self.ensemble_batch_size
+            if self.ensemble_signal != "disagreement":  # entries made before the option keep their keys
+                key["ensemble_signal"] = self.ensemble_signal
         key["sampling_seed"] = self.sampling_seed
         key["data"] = tensor_digest({
             "observations": buffer.observations, "actions": buffer.actions, "rewards": buffer.rewards,

@@ -86,6 +86,63 @@ class EnsembleMLP(nn.Sequential):
         return self(x.unsqueeze(0).expand(self.num_members, *x.shape))
 
 
+class GaussianEnsemble(nn.Module):
+    """``num_members`` MLPs that each predict a diagonal Gaussian over ``out_dim`` targets (PETS's and MOPO's
+    probabilistic ensemble).
+
+    The log-variance is kept between learned bounds by soft clipping, ``max - softplus(max - l)`` then
+    ``min + softplus(l - min)``; the bounds start at 0.5 and -10 and a small penalty on their distance
+    keeps them from drifting apart, as in PETS.
+
+    Args:
+        num_members: ensemble size.
+        in_dim: input size.
+        out_dim: size of the predicted target.
+        hidden_dims: hidden widths of every member.
+        activation: activation class.
+
+    Shapes:
+        ``forward_shared((B, in_dim)) -> (mean, log_var)``, each ``(E, B, out_dim)``
+    """
+
+    #: weight of the bounds' distance in :meth:`nll`
+    BOUND_PENALTY = 0.01
+
+    def __init__(
+        self,
+        num_members: int,
+        in_dim: int,
+        out_dim: int,
+        hidden_dims: Sequence[int] = (256, 256),
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        self.net = EnsembleMLP(num_members, in_dim, 2 * out_dim, hidden_dims, activation=activation)
+        self.max_log_var = nn.Parameter(torch.full((out_dim,), 0.5))
+        self.min_log_var = nn.Parameter(torch.full((out_dim,), -10.0))
+        self.num_members = num_members
+
+    def forward_shared(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every member's mean and bounded log-variance on the same input."""
+        mean, log_var = self.net.forward_shared(x).chunk(2, dim=-1)
+        log_var = self.max_log_var - nn.functional.softplus(self.max_log_var - log_var)
+        log_var = self.min_log_var + nn.functional.softplus(log_var - self.min_log_var)
+        return mean, log_var
+
+    def nll(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Gaussian negative log-likelihood of ``target (B, out_dim)`` (without its constant), averaged over
+        members, rows and dimensions, plus the bounds' penalty."""
+        mean, log_var = self.forward_shared(x)
+        nll = ((mean - target).square() * torch.exp(-log_var) + log_var).mean()
+        return nll + self.BOUND_PENALTY * (self.max_log_var.sum() - self.min_log_var.sum())
+
+    def max_std(self, x: torch.Tensor) -> torch.Tensor:
+        """MOPO's uncertainty: the largest, over members, Euclidean norm of the predicted standard deviation.
+        ``(B, in_dim) -> (B,)``."""
+        _, log_var = self.forward_shared(x)
+        return torch.exp(0.5 * log_var).norm(dim=-1).amax(dim=0)
+
+
 class EnsembleQ(nn.Module):
     """``num_critics`` Q-networks ``Q_i(s, a)`` evaluated together.
 

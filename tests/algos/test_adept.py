@@ -15,6 +15,7 @@ from lightning_offrl.algos.losses import effective_sample_size, importance_weigh
 from lightning_offrl.data.buffer import Batch, TransitionBuffer
 from lightning_offrl.errors import ConfigError
 from lightning_offrl.evaluate import load_module
+from lightning_offrl.networks import GaussianEnsemble
 from tests.algos.conformance import check_conformance, fit, small_datamodule
 
 # Tiny networks and a short loop: pretraining 6 world-model updates, rounds of 8 learner updates.
@@ -532,6 +533,37 @@ def test_ensemble_penalty_lowers_synthetic_rewards_by_the_disagreement() -> None
     assert float(stats["rollout/mean_uncertainty"]) == pytest.approx(float(uncertainty.mean()), rel=1e-5)
 
 
+def test_gaussian_ensemble_learns_where_the_data_is_noisy() -> None:
+    # MOPO's signal: the next state's noise is 10x larger where the first state coordinate is positive, and
+    # the members' predicted spread (their largest norm of the standard deviation) learns that from the NLL.
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    module = tiny_adept(3, 2, 10, "iql", uncertainty_ensemble=2, ensemble_signal="max_std",
+                        ensemble_hidden_dims=(64, 64), ensemble_batch_size=64)
+    buffer = uniform_buffer(4000, 3, 2)
+    noise_scale = torch.where(buffer.observations[:, :1] > 0, 0.3, 0.03)
+    buffer.next_observations += noise_scale * torch.randn(buffer.next_observations.shape, generator=g)
+    module.attach_dataset(buffer)
+    assert module.measures_uncertainty
+    optimizer = torch.optim.Adam(module.dynamics_ensemble.parameters(), lr=3e-3)  # type: ignore[union-attr]
+    losses = []
+    for _ in range(600):
+        loss = module.ensemble_loss(buffer.sample(256, g))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert sum(losses[-50:]) / 50 < sum(losses[:50]) / 50 - 1.0  # the NLL falls (it can go below 0)
+    noisy, quiet = buffer.observations[:, 0] > 0.2, buffer.observations[:, 0] < -0.2
+    u = module.ensemble_uncertainty(buffer.observations, buffer.actions)
+    assert u.shape == (4000,) and bool((u > 0).all())
+    assert float(u[noisy].mean()) > 4 * float(u[quiet].mean())
+    # u is the largest member's norm of exp(log_var / 2)
+    _, log_var = module.dynamics_ensemble.forward_shared(  # type: ignore[union-attr]
+        torch.cat([buffer.observations[:4], buffer.actions[:4]], -1))
+    torch.testing.assert_close(u[:4], torch.exp(0.5 * log_var).norm(dim=-1).amax(dim=0))
+
+
 def test_one_uncertainty_signal_at_a_time() -> None:
     with pytest.raises(ConfigError, match="uncertainty_ensemble=1: one member has no disagreement"):
         tiny_adept(2, 2, 10, uncertainty_ensemble=1)
@@ -544,6 +576,13 @@ def test_one_uncertainty_signal_at_a_time() -> None:
     with pytest.raises(ConfigError, match="needs an uncertainty signal: set model.uncertainty_ensemble"):
         tiny_adept(2, 2, 10, uncertainty_penalty=0.5)
     assert not tiny_adept(2, 2, 10).measures_uncertainty
+    with pytest.raises(ConfigError, match="ensemble_signal='spread': choose 'disagreement'"):
+        tiny_adept(2, 2, 10, uncertainty_ensemble=3, ensemble_batch_size=64, ensemble_signal="spread")
+    with pytest.raises(ConfigError, match="ensemble_signal='max_std' needs an ensemble"):
+        tiny_adept(2, 2, 10, ensemble_signal="max_std", uncertainty_penalty=1.0)
+    # a Gaussian member's own spread needs no second member
+    assert tiny_adept(2, 2, 10, uncertainty_ensemble=1, ensemble_signal="max_std", ensemble_batch_size=64,
+                      uncertainty_penalty=1.0).measures_uncertainty
 
 
 def test_the_ensemble_pretrains_with_the_world_model_and_is_cached(pointgoal_file: Path, tmp_path: Path) -> None:
@@ -582,6 +621,13 @@ def test_the_ensemble_pretrains_with_the_world_model_and_is_cached(pointgoal_fil
     fit(tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=3),
         small_datamodule(pointgoal_file), tmp_path / "third")
     assert len(list(cache.glob("world_model-*.pt"))) == 2
+    # Gaussian members (MOPO's signal) are another pretraining, under their own key, and come back from checkpoints.
+    fit(tiny_adept(2, 2, 8, "iql", world_model_cache=str(cache), sampling_seed=3, uncertainty_ensemble=3,
+                   ensemble_batch_size=32, uncertainty_penalty=0.1, ensemble_signal="max_std"),
+        small_datamodule(pointgoal_file), tmp_path / "fourth")
+    assert len(list(cache.glob("world_model-*.pt"))) == 3
+    gaussian, _ = load_module(tmp_path / "fourth" / "ckpt" / "last.ckpt")
+    assert isinstance(gaussian, ADEPT) and isinstance(gaussian.dynamics_ensemble, GaussianEnsemble)
 
 
 def test_synthetic_rows_can_be_kept_out_of_the_actors_loss(pointgoal_file: Path, tmp_path: Path) -> None:
