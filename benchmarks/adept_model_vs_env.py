@@ -22,6 +22,12 @@ policy's actions, and along the model's rollouts, and how well each rollout's su
 predicts its gap (Pearson and rank correlation over start states, and the penalty ``lambda`` that would
 cancel the mean gap).
 
+Where the gap starts is printed too, from the first step alone: the world model's next-state error
+(norm, in its standardised units) and reward error with the dataset's own actions (against the
+dataset's next states and rewards) and with the policy's (against the simulator's, for the same
+action), and the reward head's error given the simulator's next state, which separates a wrong
+reward head from wrong dynamics.
+
 A signal can be tried on a finished run without training ADEPT again: ``--fit-ensemble K`` fits a fresh
 dynamics ensemble (``--ensemble-signal disagreement`` or ``max_std``, MOPO's) on the run's dataset the
 way ADEPT's pretraining does (``ensemble_batch_size`` rows, Adam at 3e-4, ``--fit-updates`` updates;
@@ -116,6 +122,17 @@ def main() -> None:
             alive &= ~terminals
             obs = next_obs
 
+    # the first step alone, with the data's actions and with one policy action per state (the simulator's
+    # rollout below starts with that same action)
+    with torch.no_grad():
+        first_actions = module.sample_policy_actions(start_obs)
+        data_next = module.sample_next_observations(start_obs, buffer.actions[pick])
+        data_reward, _ = module.predict_reward_terminal(start_obs, buffer.actions[pick], data_next)
+        policy_next = module.sample_next_observations(start_obs, first_actions)
+        policy_reward, _ = module.predict_reward_terminal(start_obs, first_actions, policy_next)
+    env_first_next = np.zeros((args.starts, start_obs.shape[1]), dtype=np.float32)
+    env_first_reward = np.zeros(args.starts)
+
     # 2. in the simulator, from the same states
     raw_starts = start_obs.numpy() * std + mean
     env_return = np.zeros(args.starts)
@@ -130,12 +147,15 @@ def main() -> None:
             if not np.allclose(observation, raw, atol=1e-3):
                 raise SystemExit(f"{info['dataset']}: the simulator put into start state {i} reports another "
                                  "observation; the observation is not positions + velocities here")
-            for _ in range(horizon):
+            for step in range(horizon):
                 normalized = torch.as_tensor((observation[None] - mean) / std, dtype=torch.float32)
                 with torch.no_grad():
-                    action = module.sample_policy_actions(normalized)[0].numpy()
+                    action = (first_actions[i] if step == 0 else module.sample_policy_actions(normalized)[0]).numpy()
                 observation, reward, terminated, _, _ = env.step(action)
                 env_return[i] += reward * scale + shift
+                if step == 0:
+                    env_first_next[i] = (observation - mean) / std
+                    env_first_reward[i] = reward * scale + shift
                 if terminated:
                     env_ended[i] = True
                     break
@@ -151,6 +171,22 @@ def main() -> None:
           f"ended early {env_ended.mean():.1%}")
     print(f"  model - simulator: {gap.mean():+.3f} ± {gap.std(ddof=1) / np.sqrt(len(gap)):.3f} per rollout "
           f"(data's mean reward x {horizon}: {float(buffer.rewards.mean()) * horizon:.3f})")
+    with torch.no_grad():
+        sim_next = torch.as_tensor(env_first_next)
+        head_on_sim, _ = module.predict_reward_terminal(start_obs, first_actions, sim_next)
+
+        def state_error(predicted: torch.Tensor, true: torch.Tensor) -> float:
+            return float((module.diffusion_x0(start_obs, predicted) - module.diffusion_x0(start_obs, true))
+                         .norm(dim=-1).mean())
+
+        data_state_error = state_error(data_next, buffer.next_observations[pick])
+        policy_state_error = state_error(policy_next, sim_next)
+    sim_first = torch.as_tensor(env_first_reward, dtype=torch.float32)
+    print(f"  first step, the data's actions: next-state error {data_state_error:.3f}, "
+          f"reward model - data {float((data_reward - buffer.rewards[pick]).mean()):+.3f}")
+    print(f"  first step, the policy's actions: next-state error {policy_state_error:.3f}, "
+          f"reward model - simulator {float((policy_reward - sim_first).mean()):+.3f} "
+          f"(the reward head on the simulator's next state: {float((head_on_sim - sim_first).mean()):+.3f})")
     if model_uncertainty:
         with torch.no_grad():
             on_data = module.ensemble_uncertainty(start_obs, buffer.actions[pick]) if module.dynamics_ensemble \
