@@ -28,6 +28,12 @@ dataset's next states and rewards) and with the policy's (against the simulator'
 action), and the reward head's error given the simulator's next state, which separates a wrong
 reward head from wrong dynamics.
 
+``--compare CKPT ...`` puts other runs' policies (any method, IQL alone among them) into the simulator
+from the same start states beside this run's, each acting as it does in evaluation (its deterministic
+action), for ``--sim-horizon`` steps (default: the rollout horizon). A policy that earns more than
+another over ten steps from the data's states and less over a whole episode has learned what the
+model's short rollouts can show and nothing of the states they never reach.
+
 A signal can be tried on a finished run without training ADEPT again: ``--fit-ensemble K`` fits a fresh
 dynamics ensemble (``--ensemble-signal disagreement`` or ``max_std``, MOPO's) on the run's dataset the
 way ADEPT's pretraining does (``ensemble_batch_size`` rows, Adam at 3e-4, ``--fit-updates`` updates;
@@ -36,6 +42,7 @@ the rows ADEPT holds out stay out) and measures it instead of the run's own.
     python benchmarks/adept_model_vs_env.py \\
         runs/sweeps/adept/runs/adept_iql_halfcheetah/halfcheetah-random-v2/seed0/checkpoints/last.ckpt
     python benchmarks/adept_model_vs_env.py CKPT --fit-ensemble 5 --ensemble-signal max_std
+    python benchmarks/adept_model_vs_env.py CKPT --compare IQL_CKPT --sim-horizon 100
 
 Works for the locomotion tasks whose observation is the simulator's positions without the first
 coordinate, then its velocities (hopper, halfcheetah, walker2d, ant without contact forces).
@@ -82,6 +89,10 @@ def main() -> None:
     parser.add_argument("--ensemble-signal", choices=("disagreement", "max_std"), default="disagreement")
     parser.add_argument("--ensemble-hidden", type=int, nargs="+", default=[256, 256])
     parser.add_argument("--fit-updates", type=int, default=10_000)
+    parser.add_argument("--compare", type=Path, nargs="*", default=[],
+                        help="other runs' checkpoints whose policies act in the simulator from the same states")
+    parser.add_argument("--sim-horizon", type=int, default=None,
+                        help="steps of the policies' comparison in the simulator (default: the rollout horizon)")
     args = parser.parse_args()
     if args.fit_ensemble and args.ensemble_signal == "disagreement" and args.fit_ensemble < 2:
         raise SystemExit("--fit-ensemble: a disagreement needs 2 or more members (max_std works with 1)")
@@ -163,6 +174,17 @@ def main() -> None:
         env.close()
 
     gap = model_return.numpy() - env_return
+    comparisons = {}
+    if args.compare or args.sim_horizon:
+        steps = args.sim_horizon or horizon
+        policies = [(f"this run ({type(module).__name__})", module)]
+        for path in args.compare:
+            other, other_info = load_module(path)
+            if other_info["dataset"] != info["dataset"]:
+                raise SystemExit(f"{path} was trained on {other_info['dataset']}, this run on {info['dataset']}")
+            policies.append((f"{path} ({type(other).__name__})", other))
+        for name, policy in policies:
+            comparisons[name] = simulator_returns(policy, info["dataset"], raw_starts, steps, scale, shift, args.seed)
     print(f"{info['dataset']}: {args.starts} start states, {horizon} steps, rewards on the learner's scale "
           f"(x{scale:.4g}{shift:+.4g}); rollout_std_scale {module.rollout_std_scale}")
     print(f"  world model: return {model_return.mean():.3f} ({model_return.mean() / horizon:.3f} per step), "
@@ -187,6 +209,11 @@ def main() -> None:
     print(f"  first step, the policy's actions: next-state error {policy_state_error:.3f}, "
           f"reward model - simulator {float((policy_reward - sim_first).mean()):+.3f} "
           f"(the reward head on the simulator's next state: {float((head_on_sim - sim_first).mean()):+.3f})")
+    for name, (returns, ended) in comparisons.items():
+        steps = args.sim_horizon or horizon
+        print(f"  deterministic policy, {steps} simulator steps from the same states: {returns.mean():.3f} "
+              f"± {returns.std(ddof=1) / np.sqrt(len(returns)):.3f} ({returns.mean() / steps:.3f} per step, "
+              f"ended early {ended.mean():.1%}): {name}")
     if model_uncertainty:
         with torch.no_grad():
             on_data = module.ensemble_uncertainty(start_obs, buffer.actions[pick]) if module.dynamics_ensemble \
@@ -204,6 +231,29 @@ def main() -> None:
         print(f"  per rollout, summed uncertainty vs gap: Pearson {pearson:+.2f}, rank {spearman:+.2f}; "
               f"lambda cancelling the mean gap: {gap.mean() / summed.mean():.2f} "
               f"(the run's: {module.uncertainty_penalty:g})")
+
+
+def simulator_returns(policy, dataset: str, raw_starts: np.ndarray, steps: int, scale: float, shift: float,  # noqa: ANN001
+                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (on the learner's reward scale) of ``policy.act`` for ``steps`` simulator steps from each raw
+    start state, and whether each episode ended early."""
+    env = make_env(dataset, seed=seed)
+    returns, ended = np.zeros(len(raw_starts)), np.zeros(len(raw_starts), dtype=bool)
+    policy.eval()
+    try:
+        for i, raw in enumerate(raw_starts):
+            env.reset(seed=seed + i)
+            env.unwrapped.set_state(*simulator_state(env, raw.astype(np.float64)))
+            observation = env.unwrapped._get_obs()
+            for _ in range(steps):
+                observation, reward, terminated, _, _ = env.step(policy.act(observation))
+                returns[i] += reward * scale + shift
+                if terminated:
+                    ended[i] = True
+                    break
+    finally:
+        env.close()
+    return returns, ended
 
 
 def fit_ensemble(module: ADEPT, buffer, args: argparse.Namespace) -> None:  # noqa: ANN001
