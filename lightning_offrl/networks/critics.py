@@ -1,4 +1,5 @@
-"""Critics: ensembles of MLPs (Q-functions among them) evaluated in batched matmuls, and a state-value network."""
+"""Critics and other ensembles: MLP ensembles (Q-functions among them) evaluated in batched matmuls, a Gaussian
+ensemble for dynamics uncertainty, and a state-value network."""
 
 from __future__ import annotations
 
